@@ -1,0 +1,638 @@
+"""Turn the proxy's raw facts into capture rows: sessions, exchanges, streams, events, calls.
+
+Design notes:
+- Input is a sequence of plain tuples (`RawEvent`), the same ones the addon ships from the
+  proxy process: request, response headers, stream chunk, response end, error, tick. Output is
+  rows handed to a `Sink` (the store writer, in practice) and `Observation`s for observers
+  (stream-health checks). The clock is whatever time the events carry.
+- Sessions: Streamable HTTP groups by `Mcp-Session-Id`; the legacy transport by the session id
+  in its endpoint URL (learned from the GET stream's `endpoint` event); sessionless traffic
+  (stateless servers, the 2026-07-28 revision) by client host, user agent and server, a new
+  session starting at each `initialize` or `server/discover`.
+- A POST whose session is not known yet (an `initialize`, or a stateless request) is held until
+  its response headers say which session it belongs to; a POST that names its session is
+  processed at once, because its answer may reach the legacy GET stream before its own 202.
+- Raw chunks are stored after scrubbing secrets; the last few hundred bytes are held back until
+  the next chunk so a secret split across two chunks is still caught (same-length substitutes
+  keep offsets true).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+
+from recorder.correlate import Correlator
+from recorder.jsonrpc import decode
+from recorder.model import (
+    C2S,
+    INVALID,
+    REQUEST,
+    RESULT,
+    S2C,
+    SSE,
+    STREAMABLE_HTTP,
+    SseComment,
+    SseControl,
+    SseEvent,
+    SseIncomplete,
+    SseOversize,
+)
+from recorder.redact import Redactor, session_param
+from recorder.sse import SseParser
+
+# A raw fact from the proxy. First element is the type:
+#   ("q", flow, t, method, url, http_version, headers, body, client_addr)
+#   ("h", flow, t, status, reason, headers, streamed)
+#   ("c", flow, t, data)
+#   ("e", flow, t, body)         response complete (body None when it was streamed)
+#   ("x", flow, t, message)      the flow failed (disconnect, upstream down)
+#   ("t", t)                     clock tick
+RawEvent = tuple[Any, ...]
+
+# Bytes of a stream held back so a secret split across chunks is still scrubbed.
+_SCRUB_WINDOW = 512
+# Stored bodies and event data are capped; the full size is kept beside them.
+MAX_STORED_BODY = 64 * 1024 * 1024
+
+
+class Sink(Protocol):
+    def next_id(self, table: str) -> int: ...
+    def insert(self, table: str, row: dict[str, Any]) -> None: ...
+    def update(self, table: str, row_id: int, changes: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One fact, in time order, for observers (the same shape live and from a stored capture).
+
+    `kind` is one of: session, exchange, response, exchange-end, stream-open, chunk, sse,
+    stream-close, message, call, tick. `row` holds the columns of the matching table.
+    """
+
+    kind: str
+    t: float
+    row: dict[str, Any]
+
+
+Observer = Callable[[Observation], None]
+
+
+@dataclass(slots=True)
+class SessionState:
+    id: int
+    key: str
+    transport: str
+    last_seen: float
+    dirty: bool = False
+    initialized: bool = False
+
+
+@dataclass(slots=True)
+class StreamState:
+    id: int
+    parser: SseParser
+    opened_at: float
+    last_byte_at: float | None = None
+    first_byte_at: float | None = None
+    bytes: int = 0
+    chunks: int = 0
+    events: int = 0
+    comments: int = 0
+    max_gap_ms: float = 0.0
+    truncated: bool = False
+    retry_ms: int | None = None
+    held: bytes = b""
+    held_t: float = 0.0
+    held_offset: int = 0
+    written: int = 0
+    dirty: bool = False
+
+
+@dataclass(slots=True)
+class FlowState:
+    exchange_id: int
+    method: str
+    url: str
+    path: str
+    started_at: float
+    client_addr: str
+    user_agent: str
+    server: str
+    headers: dict[str, str]
+    body: bytes | None
+    session: SessionState | None = None
+    stream: StreamState | None = None
+    deferred: list[Any] = field(default_factory=list)
+    mcp: bool = False
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_parts: list[bytes] = field(default_factory=list)
+    response_size: int = 0
+
+
+def _lower_headers(headers: list[tuple[str, str]]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers}
+
+
+def _headers_json(headers: list[tuple[str, str]]) -> str:
+    return orjson.dumps([list(h) for h in headers]).decode()
+
+
+def _decoded(body: bytes, encoding: str) -> bytes:
+    """Undo gzip/deflate so JSON bodies can be read; other encodings are stored as they came."""
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        try:
+            return zlib.decompress(body, wbits=47 if encoding != "deflate" else 15)
+        except zlib.error:
+            return body
+    return body
+
+
+def _cap(data: bytes | None) -> bytes | None:
+    if data is None or len(data) <= MAX_STORED_BODY:
+        return data
+    return data[:MAX_STORED_BODY]
+
+
+class Ingest:
+    """The recorder's core: feed it raw events, it writes rows and notifies observers."""
+
+    def __init__(self, sink: Sink, redactor: Redactor, observers: list[Observer] | None = None,
+                 *, update_interval: float = 1.0) -> None:
+        self.sink = sink
+        self.redactor = redactor
+        self.observers = observers or []
+        self.correlator = Correlator()
+        self.flows: dict[str, FlowState] = {}
+        self.sessions: dict[str, SessionState] = {}
+        self._anon: dict[tuple[str, str, str], SessionState] = {}
+        self._anon_count = 0
+        self._update_interval = update_interval
+        self._last_flush = 0.0
+        self.now = 0.0
+
+    # Entry point --------------------------------------------------------------------------
+
+    def feed(self, event: RawEvent) -> None:
+        kind = event[0]
+        if kind == "c":
+            self._chunk(event[1], event[2], event[3])
+        elif kind == "q":
+            self._request(*event[1:])
+        elif kind == "h":
+            self._response_headers(*event[1:])
+        elif kind == "e":
+            self._response_end(event[1], event[2], event[3])
+        elif kind == "x":
+            self._error(event[1], event[2], event[3])
+        elif kind == "t":
+            self.tick(event[1])
+
+    def tick(self, t: float) -> None:
+        self.now = max(self.now, t)
+        if t - self._last_flush >= self._update_interval:
+            self._flush_state()
+            self._last_flush = t
+        self._emit("tick", t, {})
+
+    def close(self, t: float) -> None:
+        """End of recording: close what is still open, as the recorder saw it."""
+        for flow_id in list(self.flows):
+            self._finish(flow_id, t, error="recording stopped", reason="recorder-stop")
+        self._flush_state()
+
+    # Observers ----------------------------------------------------------------------------
+
+    def _emit(self, kind: str, t: float, row: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer(Observation(kind, t, row))
+
+    # Sessions ----------------------------------------------------------------------------
+
+    def _session(self, key: str, transport: str, flow: FlowState, t: float) -> SessionState:
+        session = self.sessions.get(key)
+        if session is None:
+            # The session began with this flow's request, even if its id showed up only in
+            # the response (an `initialize`) or in a later stream event (the legacy endpoint).
+            t = min(t, flow.started_at)
+            session = SessionState(self.sink.next_id("sessions"), key, transport, t)
+            self.sessions[key] = session
+            row = {
+                "id": session.id, "key": key, "transport": transport, "server": flow.server,
+                "endpoint": flow.path, "started_at": t, "ended_at": t,
+                "client_addr": flow.client_addr, "user_agent": flow.user_agent or None,
+            }
+            self.sink.insert("sessions", row)
+            self._emit("session", t, row)
+        return session
+
+    def _touch(self, session: SessionState | None, t: float) -> None:
+        if session is not None and t > session.last_seen:
+            session.last_seen = t
+            session.dirty = True
+
+    def _anon_session(self, flow: FlowState, t: float, first_method: str | None) -> SessionState:
+        group = (flow.client_addr.rpartition(":")[0] or flow.client_addr, flow.user_agent,
+                 flow.server)
+        session = self._anon.get(group)
+        if session is None or first_method in ("initialize", "server/discover"):
+            self._anon_count += 1
+            key = f"anon:{self._anon_count}"
+            session = self._session(key, STREAMABLE_HTTP, flow, t)
+            self._anon[group] = session
+        return session
+
+    def _attach(self, flow: FlowState, session: SessionState, t: float) -> None:
+        flow.session = session
+        self.sink.update("exchanges", flow.exchange_id, {"session_id": session.id})
+        if flow.stream is not None:
+            self.sink.update("streams", flow.stream.id, {"session_id": session.id})
+        self._touch(session, t)
+
+    # Requests -----------------------------------------------------------------------------
+
+    def _request(self, flow_id: str, t: float, method: str, url: str, http_version: str,
+                 headers: list[tuple[str, str]], body: bytes | None, client_addr: str) -> None:
+        self.now = max(self.now, t)
+        lower = _lower_headers(headers)
+        parts = urlsplit(url)
+        server = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        flow = FlowState(
+            exchange_id=self.sink.next_id("exchanges"), method=method,
+            url=self.redactor.url(url), path=parts.path or "/", started_at=t,
+            client_addr=client_addr, user_agent=lower.get("user-agent", ""), server=server,
+            headers=lower, body=body,
+        )
+        self.flows[flow_id] = flow
+        stored_headers = self.redactor.headers(headers)
+        messages = decode(body) if (method == "POST" and body and self._jsonish(lower)) else []
+        accept = lower.get("accept", "")
+        flow.mcp = bool(
+            any(m.kind != INVALID for m in messages)
+            or "mcp-session-id" in lower or "mcp-protocol-version" in lower
+            or "mcp-method" in lower or session_param(url)
+            or (method == "GET" and "text/event-stream" in accept)
+        )
+        row = {
+            "id": flow.exchange_id, "flow_id": flow_id, "method": method, "url": flow.url,
+            "path": flow.path, "request_headers": _headers_json(stored_headers),
+            "request_body": _cap(self.redactor.scrub(body)) if body else None,
+            "request_content_type": lower.get("content-type"), "started_at": t,
+            "client_addr": client_addr, "mcp": int(flow.mcp),
+        }
+        self.sink.insert("exchanges", row)
+        self._emit("exchange", t, row)
+
+        session_header = lower.get("mcp-session-id")
+        legacy_id = session_param(url)
+        if session_header:
+            key = "sid:" + self.redactor.session_id(session_header)
+            self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)
+        elif legacy_id:
+            key = "legacy:" + self.redactor.session_id(legacy_id)
+            self._attach(flow, self._session(key, SSE, flow, t), t)
+        if messages:
+            if flow.session is not None:
+                self._messages(flow, messages, C2S, t, stream=None, sse_event_id=None)
+            else:
+                flow.deferred.append((messages, t))
+
+    @staticmethod
+    def _jsonish(headers: dict[str, str]) -> bool:
+        ctype = headers.get("content-type", "application/json")
+        return "json" in ctype or not ctype
+
+    # Responses ----------------------------------------------------------------------------
+
+    def _response_headers(self, flow_id: str, t: float, status: int, reason: str,
+                          headers: list[tuple[str, str]], streamed: bool) -> None:
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            return
+        self.now = max(self.now, t)
+        lower = _lower_headers(headers)
+        flow.response_headers = lower
+        ctype = lower.get("content-type", "")
+        session_header = lower.get("mcp-session-id")
+        if session_header:
+            flow.mcp = True
+        row = {
+            "id": flow.exchange_id, "status": status, "reason": reason,
+            "response_headers": _headers_json(self.redactor.headers(headers)),
+            "response_content_type": ctype or None, "response_at": t, "streamed": int(streamed),
+            "mcp": int(flow.mcp),
+        }
+        self.sink.update("exchanges", flow.exchange_id, {k: v for k, v in row.items() if k != "id"})
+        if flow.session is None and session_header and 200 <= status < 300:
+            key = "sid:" + self.redactor.session_id(session_header)
+            self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)
+        is_sse = ctype.split(";")[0].strip().lower() == "text/event-stream"
+        if is_sse and 200 <= status < 300:
+            role = "post" if flow.method == "POST" else (
+                "resume" if "last-event-id" in flow.headers else
+                ("get" if flow.session is not None else "legacy"))
+            stream = StreamState(self.sink.next_id("streams"), SseParser(), t)
+            flow.stream = stream
+            flow.mcp = True
+            srow = {
+                "id": stream.id, "exchange_id": flow.exchange_id,
+                "session_id": flow.session.id if flow.session else None, "method": flow.method,
+                "role": role, "last_event_id_sent": flow.headers.get("last-event-id"),
+                "opened_at": t, "content_encoding": lower.get("content-encoding"),
+            }
+            self.sink.insert("streams", srow)
+            self._emit("stream-open", t, srow)
+        self._emit("response", t, {**row, "session_id": flow.session.id if flow.session else None})
+        if flow.deferred and (flow.session is not None or flow.method == "POST"):
+            self._release_deferred(flow, t)
+
+    def _release_deferred(self, flow: FlowState, t: float) -> None:
+        if flow.session is None:
+            first = flow.deferred[0][0]
+            method = next((m.method for m in first if m.kind == REQUEST), None)
+            self._attach(flow, self._anon_session(flow, flow.started_at, method), t)
+        for messages, at in flow.deferred:
+            self._messages(flow, messages, C2S, at, stream=None, sse_event_id=None)
+        flow.deferred.clear()
+
+    def _chunk(self, flow_id: str, t: float, data: bytes) -> None:
+        flow = self.flows.get(flow_id)
+        if flow is None or not data:
+            return
+        stream = flow.stream
+        if stream is None:
+            # A plain (JSON, HTML...) response streamed through the tap: keep it for the end.
+            if flow.response_size < MAX_STORED_BODY:
+                flow.response_parts.append(data)
+            flow.response_size += len(data)
+            return
+        if t > self.now:
+            self.now = t
+        if stream.last_byte_at is not None:
+            gap = (t - stream.last_byte_at) * 1000.0
+            if gap > stream.max_gap_ms:
+                stream.max_gap_ms = gap
+        else:
+            stream.first_byte_at = t
+            gap = (t - stream.opened_at) * 1000.0
+            if gap > stream.max_gap_ms:
+                stream.max_gap_ms = gap
+        stream.last_byte_at = t
+        seq = stream.chunks
+        stream.chunks += 1
+        stream.bytes += len(data)
+        stream.dirty = True
+        self._emit("chunk", t, {"stream_id": stream.id, "seq": seq, "t": t, "size": len(data),
+                                "session_id": flow.session.id if flow.session else None})
+        self._items(flow, stream, stream.parser.feed(data), t)
+        self._store_chunk(stream, t, data)
+        self._touch(flow.session, t)
+
+    def _store_chunk(self, stream: StreamState, t: float, data: bytes, final: bool = False) -> None:
+        # Hold the previous chunk back until this one is known: a secret split across the two
+        # is scrubbed in the joined bytes, then each part is stored at its own time and offset.
+        if self.redactor.raw:
+            if data:
+                self._write_chunk(stream, stream.held_offset, t, data)
+                stream.held_offset += len(data)
+            return
+        if stream.held:
+            joined = self.redactor.scrub(stream.held + data)
+            head, rest = joined[:len(stream.held)], joined[len(stream.held):]
+            self._write_chunk(stream, stream.held_offset, stream.held_t, head)
+            stream.held_offset += len(head)
+        else:
+            rest = data
+        if final:
+            if rest:
+                self._write_chunk(stream, stream.held_offset, t, self.redactor.scrub(rest))
+                stream.held_offset += len(rest)
+            stream.held = b""
+        else:
+            stream.held, stream.held_t = rest, t
+
+    def _write_chunk(self, stream: StreamState, offset: int, t: float, data: bytes) -> None:
+        self.sink.insert("chunks", {
+            "id": self.sink.next_id("chunks"), "stream_id": stream.id,
+            "seq": stream.written, "t": t, "offset": offset,
+            "data": data,
+        })
+        stream.written += 1
+
+    def _items(self, flow: FlowState, stream: StreamState, items: list[Any], t: float) -> None:
+        session_id = flow.session.id if flow.session else None
+        for item in items:
+            event_row: dict[str, Any] = {
+                "id": self.sink.next_id("sse_events"), "stream_id": stream.id,
+                "session_id": session_id, "t": t, "start": item.start, "end": item.end,
+            }
+            if isinstance(item, SseEvent):
+                stream.events += 1
+                if item.retry is not None:
+                    stream.retry_ms = item.retry
+                data = item.data
+                if item.type == "endpoint" and flow.session is None:
+                    self._legacy_endpoint(flow, data, t)
+                    session_id = event_row["session_id"] = flow.session.id if flow.session else None
+                stored = self.redactor.scrub_text(data)
+                event_row.update(kind="event", type=item.type,
+                                 data=stored if len(stored) <= MAX_STORED_BODY else None,
+                                 event_id=item.id, last_event_id=item.last_event_id,
+                                 retry=item.retry)
+                self.sink.insert("sse_events", event_row)
+                self._emit("sse", t, event_row)
+                if item.type == "message" and data:
+                    messages = decode(data)
+                    if messages:
+                        if flow.session is None:
+                            self._attach(flow, self._anon_session(flow, t, None), t)
+                        self._messages(flow, messages, S2C, t, stream=stream,
+                                       sse_event_id=event_row["id"])
+                continue
+            if isinstance(item, SseComment):
+                stream.comments += 1
+                event_row.update(kind="comment", data=self.redactor.scrub_text(item.text))
+            elif isinstance(item, SseControl):
+                if item.retry is not None:
+                    stream.retry_ms = item.retry
+                event_row.update(kind="control", event_id=item.id,
+                                 last_event_id=item.last_event_id, retry=item.retry)
+            elif isinstance(item, SseIncomplete):
+                stream.truncated = True
+                event_row.update(kind="incomplete")
+            elif isinstance(item, SseOversize):
+                event_row.update(kind="oversize")
+            self.sink.insert("sse_events", event_row)
+            self._emit("sse", t, event_row)
+
+    def _legacy_endpoint(self, flow: FlowState, data: str, t: float) -> None:
+        legacy_id = session_param(data)
+        if legacy_id:
+            key = "legacy:" + self.redactor.session_id(legacy_id)
+            session = self._session(key, SSE, flow, t)
+        else:
+            # An endpoint without a session id in it: one session per GET stream.
+            self._anon_count += 1
+            session = self._session(f"legacy-stream:{self._anon_count}", SSE, flow, t)
+        self._attach(flow, session, t)
+        self.sink.update("streams", flow.stream.id if flow.stream else 0, {"role": "legacy"})
+
+    def _response_end(self, flow_id: str, t: float, body: bytes | None) -> None:
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            return
+        if body is None and flow.response_parts:
+            body = _decoded(b"".join(flow.response_parts),
+                            flow.response_headers.get("content-encoding", ""))
+        if body and flow.stream is None:
+            ctype = flow.response_headers.get("content-type", "")
+            if "json" in ctype and flow.method == "POST":
+                messages = decode(body)
+                if messages:
+                    if flow.session is None:
+                        if flow.deferred:
+                            self._release_deferred(flow, t)
+                        else:
+                            self._attach(flow, self._anon_session(flow, t, None), t)
+                    self._messages(flow, messages, S2C, t, stream=None, sse_event_id=None)
+            self.sink.update("exchanges", flow.exchange_id,
+                             {"response_body": _cap(self.redactor.scrub(body))})
+        self._finish(flow_id, t, error=None, reason="end")
+
+    def _error(self, flow_id: str, t: float, message: str) -> None:
+        lower = message.lower()
+        reason = "client-disconnect" if "client disconnected" in lower else "error"
+        self._finish(flow_id, t, error=message, reason=reason)
+
+    def _finish(self, flow_id: str, t: float, *, error: str | None, reason: str) -> None:
+        flow = self.flows.pop(flow_id, None)
+        if flow is None:
+            return
+        self.now = max(self.now, t)
+        if flow.deferred:
+            self._release_deferred(flow, t)
+        stream = flow.stream
+        if stream is not None:
+            self._items(flow, stream, stream.parser.feed(b""), t)
+            self._store_chunk(stream, t, b"", final=True)
+            changes = self._stream_counters(stream)
+            changes.update(closed_at=t, close_reason=reason)
+            self.sink.update("streams", stream.id, changes)
+            self._emit("stream-close", t, {"id": stream.id, **changes,
+                                           "session_id": flow.session.id if flow.session else None})
+        changes = {"ended_at": t, "error": error, "mcp": int(flow.mcp)}
+        self.sink.update("exchanges", flow.exchange_id, changes)
+        self._emit("exchange-end", t, {"id": flow.exchange_id, **changes,
+                                       "session_id": flow.session.id if flow.session else None})
+        self._touch(flow.session, t)
+
+    @staticmethod
+    def _stream_counters(stream: StreamState) -> dict[str, Any]:
+        stream.dirty = False
+        return {
+            "bytes": stream.bytes, "chunks": stream.chunks, "events": stream.events,
+            "comments": stream.comments, "max_gap_ms": round(stream.max_gap_ms, 3),
+            "truncated": int(stream.truncated), "retry_ms": stream.retry_ms,
+            "first_byte_at": stream.first_byte_at,
+        }
+
+    def _flush_state(self) -> None:
+        for flow in self.flows.values():
+            if flow.stream is not None and flow.stream.dirty:
+                self.sink.update("streams", flow.stream.id, self._stream_counters(flow.stream))
+        for session in self.sessions.values():
+            if session.dirty:
+                session.dirty = False
+                self.sink.update("sessions", session.id, {"ended_at": session.last_seen})
+
+    # Messages -------------------------------------------------------------------------------
+
+    def _messages(self, flow: FlowState, messages: list[Any], direction: str, t: float, *,
+                  stream: StreamState | None, sse_event_id: int | None) -> None:
+        session = flow.session
+        assert session is not None
+        self._touch(session, t)
+        for message in messages:
+            message_id = self.sink.next_id("messages")
+            call_id = None
+            if message.kind != INVALID:
+                corr = self.correlator.observe(session.id, direction, message, t, message_id,
+                                               self.sink.next_id("calls")
+                                               if message.kind == REQUEST else 0)
+                call = corr.call
+                if call is not None:
+                    call_id = call.call_id
+                    if corr.new:
+                        self.sink.insert("calls", {"id": call.call_id, **corr.changes})
+                    elif corr.changes:
+                        self.sink.update("calls", call.call_id, corr.changes)
+                if message.kind == REQUEST or message.kind == RESULT:
+                    self._session_facts(session, message, direction)
+            payload = message.payload
+            row = {
+                "id": message_id, "session_id": session.id, "exchange_id": flow.exchange_id,
+                "stream_id": stream.id if stream else None, "sse_event_id": sse_event_id,
+                "t": t, "direction": direction, "kind": message.kind, "rpc_id": message.id_key,
+                "method": message.method, "batch_index": message.batch_index,
+                "json": self.redactor.scrub_text(orjson.dumps(payload).decode())
+                if payload is not None else None,
+                "problem": message.problem, "call_id": call_id,
+            }
+            self.sink.insert("messages", row)
+            self._emit("message", t, row)
+            if call_id is not None:
+                self._emit("call", t, {"id": call_id, "message_id": message_id,
+                                       "session_id": session.id, "kind": message.kind,
+                                       "method": message.method, "direction": direction})
+
+    def _session_facts(self, session: SessionState, message: Any, direction: str) -> None:
+        """Client, server and protocol version from the handshake (both generations)."""
+        payload = message.payload
+        if not isinstance(payload, dict):
+            return
+        changes: dict[str, Any] = {}
+        if message.kind == REQUEST and direction == C2S:
+            params = payload.get("params")
+            if not isinstance(params, dict):
+                return
+            info = None
+            if message.method == "initialize":
+                info = params.get("clientInfo")
+                version = params.get("protocolVersion")
+                if isinstance(version, str):
+                    changes["requested_protocol_version"] = version
+            meta = params.get("_meta")
+            if isinstance(meta, dict):
+                # 2026-07-28: every request carries client info and version in `_meta`.
+                for key, value in meta.items():
+                    if key.endswith("/clientInfo") and info is None:
+                        info = value
+                    elif key.endswith("/protocolVersion") and isinstance(value, str) \
+                            and not session.initialized:
+                        changes["protocol_version"] = value
+            if isinstance(info, dict) and not session.initialized:
+                if isinstance(info.get("name"), str):
+                    changes["client_name"] = info["name"]
+                if isinstance(info.get("version"), str):
+                    changes["client_version"] = info["version"]
+        elif message.kind == RESULT and direction == S2C:
+            result = payload.get("result")
+            if not isinstance(result, dict) or not isinstance(result.get("serverInfo"), dict):
+                return
+            info = result["serverInfo"]
+            if isinstance(info.get("name"), str):
+                changes["server_name"] = info["name"]
+            if isinstance(info.get("version"), str):
+                changes["server_version"] = info["version"]
+            if isinstance(result.get("protocolVersion"), str):
+                changes["protocol_version"] = result["protocolVersion"]
+                session.initialized = True
+        if changes:
+            self.sink.update("sessions", session.id, changes)
+            self._emit("session", self.now, {"id": session.id, **changes})

@@ -1,0 +1,126 @@
+"""The recording process: reads the proxy's raw facts from stdin, writes the capture.
+
+The proxy process only timestamps and ships facts (a stream tap must stay O(1): parsing and
+writing in the proxy's own process measured far below bare streaming, because a thread there
+competes with the event loop for the GIL). Everything else happens here: SSE parsing,
+correlation, redaction, stream-health checks and the SQLite writer.
+
+Wire format on stdin: frames of a 4-byte big-endian length and a `marshal`-encoded list of
+`RawEvent` tuples. End of input means "stop": everything is flushed and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import marshal
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from recorder.ingest import Ingest, Observation, Observer
+from recorder.redact import Redactor, new_key
+from recorder.store import StoreError, StoreWriter
+
+TICK_SECONDS = 0.2
+
+
+def load_key(db_path: Path) -> bytes:
+    """The capture's pseudonym key, kept beside it (0600) so later runs pseudonymise alike."""
+    key_path = Path(f"{db_path}.key")
+    try:
+        fd = os.open(key_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        data = key_path.read_bytes()
+        if len(data) == 32:
+            return data
+        raise StoreError(f"{key_path} is not an ssetap key file (expected 32 bytes)") from None
+    key = new_key()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+class FrameReader:
+    """Splits a byte stream into length-prefixed frames."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= 4:
+            size = int.from_bytes(self._buf[:4], "big")
+            if len(self._buf) < 4 + size:
+                break
+            out.append(bytes(self._buf[4:4 + size]))
+            del self._buf[:4 + size]
+        return out
+
+
+def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[Observer]] | None,
+        fd: int = 0) -> int:
+    writer = StoreWriter(db)
+    redactor = Redactor(None if raw else load_key(db))
+    writer.set_meta("redaction", "off (raw capture)" if raw else "hmac-sha256 pseudonyms")
+    observers = observers_factory(writer) if observers_factory else []
+    ingest = Ingest(writer, redactor, observers)
+    reader = FrameReader()
+    stopping = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    # Ctrl-C reaches the whole process group; the proxy decides when recording ends (by
+    # closing our stdin), so that nothing it already shipped is lost.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
+    last_tick = 0.0
+    try:
+        while not stopping:
+            ready, _, _ = select.select([fd], [], [], TICK_SECONDS)
+            if ready:
+                data = os.read(fd, 1 << 20)
+                if not data:
+                    break
+                for frame in reader.feed(data):
+                    for event in marshal.loads(frame):
+                        ingest.feed(event)
+            now = time.time()
+            if now - last_tick >= TICK_SECONDS:
+                ingest.tick(now)
+                last_tick = now
+    finally:
+        ingest.close(time.time())
+        writer.close()
+    return 0
+
+
+def print_flag(observation: Observation) -> None:
+    """Live console line for a flag raised while recording."""
+    if observation.kind == "flag":
+        row = observation.row
+        print(f"ssetap: [{row['severity']}] {row['kind']}: {row['message']}", file=sys.stderr,
+              flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recorder.worker")
+    parser.add_argument("--db", required=True, type=Path)
+    parser.add_argument("--raw", action="store_true")
+    parser.add_argument("--config", default="{}", help="JSON options for the live checks")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.db, raw=args.raw, observers_factory=None)
+    except StoreError as exc:
+        print(f"ssetap: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""pytest plugin entry point for ssetap (fixtures arrive with the replay package)."""
