@@ -8,6 +8,7 @@ Subcommands that need Textual or replay import them lazily, so `record` stays li
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -201,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get("SSETAP_DEBUG"):
+            raise
+        print(f"ssetap: internal error: {type(exc).__name__}: {exc} "
+              "(run with SSETAP_DEBUG=1 for details)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

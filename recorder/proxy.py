@@ -118,8 +118,10 @@ async def _run(config: ProxyConfig) -> int:
     logging.getLogger().addHandler(handler)
     announcer = _Announcer(config)
     master.addons.add(Recorder(), announcer)
+    # Lazy connections: a dead upstream then answers the client's request with a 502 (which
+    # is recorded as a failed exchange) instead of dropping the client's connection.
     settings: dict[str, Any] = {"ssetap_db": config.db, "ssetap_raw": config.raw,
-                                "ssetap_checks": config.checks}
+                                "ssetap_checks": config.checks, "connection_strategy": "lazy"}
     master.options.update(**settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
