@@ -133,6 +133,7 @@ class FlowState:
     response_headers: dict[str, str] = field(default_factory=dict)
     response_parts: list[bytes] = field(default_factory=list)
     response_size: int = 0
+    response_last_t: float | None = None
 
 
 def _lower_headers(headers: list[tuple[str, str]]) -> dict[str, str]:
@@ -371,6 +372,7 @@ class Ingest:
             if flow.response_size < MAX_STORED_BODY:
                 flow.response_parts.append(data)
             flow.response_size += len(data)
+            flow.response_last_t = t
             return
         if t > self.now:
             self.now = t
@@ -493,14 +495,16 @@ class Ingest:
         if body and flow.stream is None:
             ctype = flow.response_headers.get("content-type", "")
             if "json" in ctype and flow.method == "POST":
+                # The answer arrived with its last byte, not when the proxy wrapped up.
+                answered = flow.response_last_t or t
                 messages = decode(body)
                 if messages:
                     if flow.session is None:
                         if flow.deferred:
-                            self._release_deferred(flow, t)
+                            self._release_deferred(flow, answered)
                         else:
-                            self._attach(flow, self._anon_session(flow, t, None), t)
-                    self._messages(flow, messages, S2C, t, stream=None, sse_event_id=None)
+                            self._attach(flow, self._anon_session(flow, answered, None), answered)
+                    self._messages(flow, messages, S2C, answered, stream=None, sse_event_id=None)
             self.sink.update("exchanges", flow.exchange_id,
                              {"response_body": _cap(self.redactor.scrub(body))})
         self._finish(flow_id, t, error=None, reason="end")
