@@ -627,9 +627,15 @@ class Ingest:
                     changes["client_version"] = info["version"]
         elif message.kind == RESULT and direction == S2C:
             result = payload.get("result")
-            if not isinstance(result, dict) or not isinstance(result.get("serverInfo"), dict):
+            if not isinstance(result, dict):
                 return
-            info = result["serverInfo"]
+            info = result.get("serverInfo")
+            meta = result.get("_meta")
+            if not isinstance(info, dict) and isinstance(meta, dict):
+                # 2026-07-28 (`server/discover`): server info travels in the result's `_meta`.
+                info = next((v for k, v in meta.items() if k.endswith("/serverInfo")), None)
+            if not isinstance(info, dict):
+                return
             if isinstance(info.get("name"), str):
                 changes["server_name"] = info["name"]
             if isinstance(info.get("version"), str):
