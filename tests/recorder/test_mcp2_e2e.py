@@ -95,6 +95,6 @@ def test_v1_client_against_v2_server(record, mcp2_server, transport, path):
     (row,) = q(rec.db, "SELECT transport, server_name FROM sessions")
     assert row == ("sse" if transport == "sse" else "streamable-http", "mcp2-peer")
     outcomes = q(rec.db, "SELECT method, outcome FROM calls ORDER BY id")
-    # The v1 client lists tools on its own before a call (to validate output schemas).
-    assert outcomes[0] == ("initialize", "result") and outcomes[-1] == ("tools/call", "result")
+    # The v1 client lists tools on its own after a call (to validate its structured output).
+    assert outcomes[:2] == [("initialize", "result"), ("tools/call", "result")]
     assert all(outcome == "result" for _, outcome in outcomes)
