@@ -127,7 +127,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from recorder.demo import run_demo
 
-    return run_demo(db=args.db, transport=args.transport, browse=not args.no_browse)
+    session = run_demo(db=args.db, transport=args.transport)
+    if session is None:
+        return 2
+    if not args.no_browse and sys.stdout.isatty() and sys.stdin.isatty():
+        from tui.app import run_browser
+
+        run_browser(args.db, session_id=session)
+    return 0
 
 
 # --- parser ----------------------------------------------------------------------------------

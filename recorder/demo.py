@@ -98,7 +98,8 @@ def record_demo(db: Path, transports: list[str], *, quiet: bool = False) -> None
             server.stop()
 
 
-def run_demo(db: str, transport: str, browse: bool) -> int:
+def run_demo(db: str, transport: str) -> int | None:
+    """Record the demo and print its summary; returns the last session's id (None on failure)."""
     path = Path(db)
     transports = list(TRANSPORTS) if transport == "both" else [transport]
     try:
@@ -107,7 +108,7 @@ def run_demo(db: str, transport: str, browse: bool) -> int:
             sessions = capture.sessions()
     except (DemoError, StoreError) as exc:
         print(f"ssetap: error: {exc}", file=sys.stderr)
-        return 2
+        return None
     print()
     print(report.sessions_table(sessions))
     last = sessions[-1]["id"] if sessions else 1
@@ -119,10 +120,4 @@ Explore the capture:
   ssetap browse {db}
   sqlite-utils {db} "select method, name, latency_ms, outcome from calls"
 """)
-    if browse and sys.stdout.isatty() and sys.stdin.isatty():
-        try:
-            from tui.app import run_browser
-        except ImportError:
-            return 0
-        run_browser(str(path), session_id=last)
-    return 0
+    return int(last)
