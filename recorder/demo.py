@@ -68,7 +68,9 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def record_demo(db: Path, transports: list[str], *, quiet: bool = False) -> None:
+def record_demo(db: Path, transports: list[str], *, quiet: bool = False,
+                json_response: bool = False, stateless: bool = False,
+                ping_interval: float = 0.5) -> None:
     """Record one scripted session per transport into `db`."""
     from recorder.demo_client import run_script
     from recorder.demo_server import start_server
@@ -82,7 +84,8 @@ def record_demo(db: Path, transports: list[str], *, quiet: bool = False) -> None
             print(text, file=sys.stderr, flush=True)
 
     for transport in transports:
-        server = start_server(transport, ping_interval=0.5)  # type: ignore[arg-type]
+        server = start_server(transport, ping_interval=ping_interval,  # type: ignore[arg-type]
+                              json_response=json_response, stateless=stateless)
         try:
             proc, proxy_url = _start_recorder(db, server.url)
             try:
