@@ -194,3 +194,21 @@ def test_plain_http_passes_through_and_is_marked_non_mcp(record, raw_server):
     rec.stop()
     assert q(rec.db, "SELECT mcp, status, session_id FROM exchanges") == [(0, 200, None)]
     assert q(rec.db, "SELECT count(*) FROM sessions") == [(0,)]
+
+
+@pytest.mark.parametrize(("transport", "path"), [("sse", "/sse"), ("streamable-http", "/mcp")])
+def test_regular_proxy_mode_with_http_proxy(record, mcp_server, transport, path):
+    import os
+    import subprocess
+    import sys
+
+    server = mcp_server(transport)
+    rec = record(None, "--mode", "regular")
+    env = dict(os.environ, HTTP_PROXY=rec.url, http_proxy=rec.url, NO_PROXY="", no_proxy="")
+    out = subprocess.run([sys.executable, "-m", "recorder.demo_client", server.url + path],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert rec.stop() == 0
+    (session,) = q(rec.db, "SELECT transport, server, client_name FROM sessions")
+    assert session == ("sse" if transport == "sse" else "streamable-http", server.url, "mcp")
+    assert q(rec.db, "SELECT count(*) FROM calls WHERE outcome = 'pending'") == [(0,)]
