@@ -325,6 +325,12 @@ class StoreWriter:
     def set_meta(self, key: str, value: str) -> None:
         self._queue.put(("m", key, value))
 
+    def delete_where(self, table: str, column: str, value: Any) -> None:
+        """Queue `DELETE FROM table WHERE column = value` (check replacing its own flags)."""
+        if table not in self._columns or column not in self._columns[table]:
+            raise StoreError(f"unknown column {table}.{column}")
+        self._queue.put(("d", table, column, value))
+
     def flush(self, timeout: float | None = 30.0) -> None:
         """Block until every operation queued before this call is committed."""
         done = threading.Event()
@@ -392,41 +398,42 @@ class StoreWriter:
 
     def _apply(self, ops: list[Any]) -> None:
         db = self._db
+        # Inserts are grouped per statement (ids are assigned by producers, so their order across
+        # tables does not matter); an update first flushes the pending inserts of its own table,
+        # the only rows it can depend on.
+        pending: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
+
+        def flush(table: str) -> None:
+            for sql, params in pending.pop(table, {}).items():
+                db.executemany(sql, params)
+
         db.execute("BEGIN")
         try:
-            # Consecutive inserts into one table with the same keys go in one executemany.
-            pending_sql: str | None = None
-            pending_rows: list[tuple[Any, ...]] = []
             for op in ops:
                 if op[0] == "i":
                     _, table, row = op
-                    keys = tuple(row)
-                    sql = self._insert_sql(table, keys)
-                    if sql != pending_sql and pending_rows:
-                        db.executemany(pending_sql, pending_rows)  # type: ignore[arg-type]
-                        pending_rows = []
-                    pending_sql = sql
-                    pending_rows.append(tuple(row.values()))
-                    continue
-                if pending_rows:
-                    db.executemany(pending_sql, pending_rows)  # type: ignore[arg-type]
-                    pending_rows = []
-                    pending_sql = None
-                if op[0] == "u":
+                    sql = self._insert_sql(table, tuple(row))
+                    pending.setdefault(table, {}).setdefault(sql, []).append(tuple(row.values()))
+                elif op[0] == "u":
                     _, table, row_id, changes = op
+                    flush(table)
                     assignments = ", ".join(f'"{k}" = ?' for k in changes)
                     db.execute(
                         f"UPDATE {table} SET {assignments} WHERE id = ?",
                         (*changes.values(), row_id),
                     )
+                elif op[0] == "d":
+                    _, table, column, value = op
+                    flush(table)
+                    db.execute(f'DELETE FROM {table} WHERE "{column}" = ?', (value,))
                 elif op[0] == "m":
                     db.execute(
                         "INSERT INTO meta(key, value) VALUES (?, ?) "
                         "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                         (op[1], op[2]),
                     )
-            if pending_rows:
-                db.executemany(pending_sql, pending_rows)  # type: ignore[arg-type]
+            for table in list(pending):
+                flush(table)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -505,6 +512,23 @@ def insert_many(path: str | os.PathLike[str], table: str, items: Iterable[dict[s
             writer.insert(table, item)
     finally:
         writer.close()
+
+
+def replace_flags(path: str | os.PathLike[str], source: str,
+                  items: Iterable[dict[str, Any]]) -> int:
+    """Delete a capture's flags of one `source` and store `items` in their place (ids are
+    assigned here); one short-lived writer, so it fails while a recorder holds the file.
+    Returns how many flags were stored."""
+    writer = StoreWriter(path)
+    count = 0
+    try:
+        writer.delete_where("flags", "source", source)
+        for item in items:
+            writer.insert("flags", {**item, "id": writer.next_id("flags"), "source": source})
+            count += 1
+    finally:
+        writer.close()
+    return count
 
 
 class Capture:
@@ -607,3 +631,364 @@ class Capture:
 
     def counts(self) -> dict[str, int]:
         return {t: rows(self.db, f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in TABLES}
+
+    def session_sse_events(self, session_id: int) -> list[dict[str, Any]]:
+        """Every SSE event and comment of a session's streams, in arrival order (replay, mock)."""
+        return rows(self.db, "SELECT e.* FROM sse_events e JOIN streams s ON s.id = e.stream_id "
+                    "WHERE s.session_id = ? ORDER BY e.id", (session_id,))
+
+    # Stream-health checks (recorder.check): every fact, each source in time order ------------
+
+    def health_exchanges(self, moment: str) -> Iterator[dict[str, Any]]:
+        """Exchanges ordered by one of their moments: `started_at`, `response_at`, `ended_at`.
+
+        Request and response bodies are left out, except the head of a 400 answer's body
+        (it says whether a session was not found)."""
+        if moment not in ("started_at", "response_at", "ended_at"):
+            raise StoreError(f"not an exchange moment: {moment}")
+        return _iter_checked(self.db, f"""
+            SELECT id, session_id, flow_id, method, url, path, status, reason, request_headers,
+                   response_headers, request_content_type, response_content_type, started_at,
+                   response_at, ended_at, error, client_addr, streamed, mcp,
+                   CASE WHEN status = 400 THEN substr(response_body, 1, 4096) END
+                     AS response_body
+            FROM exchanges WHERE {moment} IS NOT NULL ORDER BY {moment}, id""")
+
+    def health_sessions(self) -> Iterator[dict[str, Any]]:
+        return _iter_checked(self.db, "SELECT * FROM sessions ORDER BY started_at, id")
+
+    def health_streams(self, moment: str) -> Iterator[dict[str, Any]]:
+        """Streams ordered by `opened_at` or `closed_at` (open streams only by the former)."""
+        if moment not in ("opened_at", "closed_at"):
+            raise StoreError(f"not a stream moment: {moment}")
+        return _iter_checked(self.db, f"SELECT * FROM streams WHERE {moment} IS NOT NULL "
+                             f"ORDER BY {moment}, id")
+
+    def health_chunks(self) -> Iterator[dict[str, Any]]:
+        """Chunk sizes and times, without their bytes."""
+        return _iter_checked(self.db, "SELECT id, stream_id, seq, t, length(data) AS size "
+                             "FROM chunks ORDER BY t, stream_id, id")
+
+    def health_sse_events(self) -> Iterator[dict[str, Any]]:
+        """SSE items with their data cut to 64 characters ("" stays "": priming events)."""
+        return _iter_checked(self.db, """
+            SELECT id, stream_id, session_id, t, kind, type, substr(data, 1, 64) AS data,
+                   event_id, last_event_id, retry, start, "end"
+            FROM sse_events ORDER BY t, stream_id, id""")
+
+    def health_messages(self, *, on_streams: bool) -> Iterator[dict[str, Any]]:
+        """Messages carried by SSE events (ordered as their events) or by HTTP bodies."""
+        if on_streams:
+            return _iter_checked(self.db, "SELECT * FROM messages WHERE sse_event_id IS NOT NULL "
+                                 "ORDER BY t, stream_id, sse_event_id, id")
+        return _iter_checked(self.db, "SELECT * FROM messages WHERE sse_event_id IS NULL "
+                             "ORDER BY t, exchange_id, id")
+
+    def flags_by_source(self, source: str) -> list[dict[str, Any]]:
+        return rows(self.db, "SELECT * FROM flags WHERE source = ? ORDER BY t, id", (source,))
+
+
+def _iter_checked(db: sqlite3.Connection, sql: str,
+                  params: Sequence[Any] = ()) -> Iterator[dict[str, Any]]:
+    """`iter_rows`, with SQLite errors turned into StoreError (a damaged capture)."""
+    try:
+        yield from iter_rows(db, sql, params)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"reading the capture failed: {exc}") from None
+
+
+# --- Browsing (the TUI's reads) ---------------------------------------------------------------
+
+
+class BrowseReader(Capture):
+    """Reads for an interactive browser: keyset pages of timeline keys, rows by id, details.
+
+    Every list read is a keyset page over an index (`session_id = ? AND id > ? ORDER BY id
+    LIMIT ?`), so a page costs the same at the start and at the end of a 500k-row session;
+    rows for display are fetched by primary key. One reader per thread: SQLite connections
+    are cheap, and a long scan on one never blocks page loads on another.
+    """
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits (cheap change detection for live tail)."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def sessions_by_id(self, session_ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not session_ids:
+            return []
+        marks = ",".join("?" * len(session_ids))
+        return rows(self.db, self._SESSION_SUMMARY + f" WHERE s.id IN ({marks}) ORDER BY s.id",
+                    list(session_ids))
+
+    def call_latencies(self, session_ids: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """(session_id, latency_ms) of every answered call, for percentiles."""
+        sql = "SELECT session_id, latency_ms FROM calls WHERE latency_ms IS NOT NULL"
+        params: list[Any] = []
+        if session_ids is not None:
+            sql += f" AND session_id IN ({','.join('?' * len(session_ids))})"
+            params = list(session_ids)
+        return self._tuples(sql, params)
+
+    # Timeline keys: (id, time) pages per source, in id order ---------------------------------
+
+    def exchange_keys(self, session_id: int, *, after_id: int = 0, limit: int = 10_000,
+                      flagged_only: bool = False) -> list[tuple[int, float]]:
+        sql = "SELECT id, started_at FROM exchanges WHERE session_id = ? AND id > ?"
+        params: list[Any] = [session_id, after_id]
+        if flagged_only:
+            sql += " AND id IN (SELECT exchange_id FROM flags WHERE session_id = ?)"
+            params.append(session_id)
+        return self._tuples(sql + " ORDER BY id LIMIT ?", [*params, limit])
+
+    def stream_keys(self, session_id: int, *, after_id: int = 0, limit: int = 10_000,
+                    flagged_only: bool = False) -> list[tuple[int, float, float | None]]:
+        """(id, opened_at, closed_at) of the session's SSE streams."""
+        sql = "SELECT id, opened_at, closed_at FROM streams WHERE session_id = ? AND id > ?"
+        params: list[Any] = [session_id, after_id]
+        if flagged_only:
+            sql += " AND id IN (SELECT stream_id FROM flags WHERE session_id = ?)"
+            params.append(session_id)
+        return self._tuples(sql + " ORDER BY id LIMIT ?", [*params, limit])
+
+    def stream_closes(self, stream_ids: Sequence[int]) -> list[tuple[int, float]]:
+        """(id, closed_at) of those streams that have closed (live tail of open streams)."""
+        if not stream_ids:
+            return []
+        marks = ",".join("?" * len(stream_ids))
+        return self._tuples(f"SELECT id, closed_at FROM streams WHERE id IN ({marks}) "
+                            "AND closed_at IS NOT NULL", list(stream_ids))
+
+    def sse_keys(self, session_id: int, *, after_id: int = 0, limit: int = 10_000,
+                 comments: bool = True, others: bool = True) -> list[tuple[int, float]]:
+        """SSE items that carry no JSON-RPC message: comments (heartbeats) and/or the rest
+        (endpoint and other named events, control blocks, incomplete and oversize bytes).
+        Events of type `message` are left out: their messages stand for them."""
+        if comments and others:
+            kind = "(kind != 'event' OR type IS NOT 'message')"
+        elif comments:
+            kind = "kind = 'comment'"
+        elif others:
+            kind = "((kind != 'event' AND kind != 'comment') OR (kind = 'event' " \
+                   "AND type IS NOT 'message'))"
+        else:
+            return []
+        return self._tuples(f"SELECT id, t FROM sse_events WHERE session_id = ? AND id > ? "
+                            f"AND {kind} ORDER BY id LIMIT ?", [session_id, after_id, limit])
+
+    def message_keys(self, session_id: int, *, after_id: int = 0, limit: int = 10_000,
+                     methods: Sequence[str] = (), directions: Sequence[str] = (),
+                     kinds: Sequence[str] = (), flagged_only: bool = False,
+                     ) -> list[tuple[int, float]]:
+        where, params = self._message_where(session_id, methods, directions, kinds, flagged_only)
+        return self._tuples(f"SELECT id, t FROM messages m WHERE {where} AND m.id > ? "
+                            "ORDER BY m.id LIMIT ?", [*params, after_id, limit])
+
+    def _message_where(self, session_id: int, methods: Sequence[str], directions: Sequence[str],
+                       kinds: Sequence[str], flagged_only: bool) -> tuple[str, list[Any]]:
+        clauses = ["m.session_id = ?"]
+        params: list[Any] = [session_id]
+        if methods:
+            # A result names no method: it matches through its call, and so do progress
+            # notifications and cancellations tied to a call of that method.
+            marks = ",".join("?" * len(methods))
+            clauses.append(f"(m.method IN ({marks}) OR m.call_id IN (SELECT id FROM calls "
+                           f"WHERE session_id = ? AND method IN ({marks})))")
+            params += [*methods, session_id, *methods]
+        if directions:
+            clauses.append(f"m.direction IN ({','.join('?' * len(directions))})")
+            params += list(directions)
+        if kinds:
+            clauses.append(f"m.kind IN ({','.join('?' * len(kinds))})")
+            params += list(kinds)
+        if flagged_only:
+            clauses.append("(m.id IN (SELECT message_id FROM flags WHERE session_id = ?) "
+                           "OR m.call_id IN (SELECT call_id FROM flags WHERE session_id = ?))")
+            params += [session_id, session_id]
+        return " AND ".join(clauses), params
+
+    def find_message(self, session_id: int, text: str, *, after_id: int | None = None,
+                     before_id: int | None = None, methods: Sequence[str] = (),
+                     directions: Sequence[str] = (), kinds: Sequence[str] = (),
+                     flagged_only: bool = False,
+                     should_stop: Callable[[], bool] | None = None) -> int | None:
+        """The next (or, with before_id, previous) message whose JSON or method contains
+        `text` (ASCII case-insensitive). `should_stop` aborts a long scan (incremental search
+        starts a new one at every keystroke); an aborted scan returns None."""
+        where, params = self._message_where(session_id, methods, directions, kinds, flagged_only)
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where += " AND (m.json LIKE ? ESCAPE '\\' OR m.method LIKE ? ESCAPE '\\')"
+        params += [pattern, pattern]
+        if before_id is not None:
+            sql = f"SELECT id FROM messages m WHERE {where} AND m.id < ? ORDER BY m.id DESC LIMIT 1"
+            params.append(before_id)
+        else:
+            sql = f"SELECT id FROM messages m WHERE {where} AND m.id > ? ORDER BY m.id LIMIT 1"
+            params.append(after_id or 0)
+        if should_stop is not None:
+            self.db.set_progress_handler(lambda: 1 if should_stop() else 0, 20_000)
+        try:
+            found = self.db.execute(sql, params).fetchone()
+        except sqlite3.OperationalError as exc:
+            if should_stop is not None and should_stop():
+                return None
+            raise StoreError(f"reading the capture failed: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"reading the capture failed: {exc}") from None
+        finally:
+            if should_stop is not None:
+                self.db.set_progress_handler(None, 0)
+        return int(found[0]) if found else None
+
+    # Rows for display, by primary key ----------------------------------------------------------
+
+    def message_rows(self, ids: Sequence[int], *, json_head: int = 2000) -> list[dict[str, Any]]:
+        """Messages with their call's facts; JSON cut to `json_head` characters (whole when
+        `json_len` is not larger)."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return rows(self.db, f"""
+            SELECT m.id, m.t, m.direction, m.kind, m.rpc_id, m.method, m.call_id, m.stream_id,
+                   m.exchange_id, m.sse_event_id, m.problem, m.batch_index,
+                   substr(m.json, 1, ?) AS json_head, length(m.json) AS json_len,
+                   c.method AS call_method, c.name AS call_name, c.rpc_id AS call_rpc_id,
+                   c.direction AS call_direction, c.latency_ms, c.outcome, c.error_code,
+                   c.progress_count, c.cancelled_at, c.late, c.request_message_id,
+                   c.response_message_id, c.cancel_message_id
+            FROM messages m LEFT JOIN calls c ON c.id = m.call_id
+            WHERE m.id IN ({marks})""", [json_head, *ids])
+
+    def exchange_rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return rows(self.db, f"""
+            SELECT id, method, path, status, reason, started_at, response_at, ended_at, error,
+                   request_content_type, response_content_type, streamed,
+                   length(request_body) AS request_size, length(response_body) AS response_size
+            FROM exchanges WHERE id IN ({marks})""", list(ids))
+
+    def stream_rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return rows(self.db, f"SELECT * FROM streams WHERE id IN ({marks})", list(ids))
+
+    def sse_rows(self, ids: Sequence[int], *, data_head: int = 500) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return rows(self.db, f"""
+            SELECT id, stream_id, t, kind, type, substr(data, 1, ?) AS data, event_id,
+                   last_event_id, retry, start, "end"
+            FROM sse_events WHERE id IN ({marks})""", [data_head, *ids])
+
+    # Details -------------------------------------------------------------------------------
+
+    def _one(self, sql: str, params: Sequence[Any]) -> dict[str, Any] | None:
+        found = rows(self.db, sql, params)
+        return found[0] if found else None
+
+    def message(self, message_id: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM messages WHERE id = ?", (message_id,))
+
+    def call(self, call_id: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM calls WHERE id = ?", (call_id,))
+
+    def stream(self, stream_id: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM streams WHERE id = ?", (stream_id,))
+
+    def sse_event(self, event_id: int) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM sse_events WHERE id = ?", (event_id,))
+
+    def call_messages(self, call_id: int) -> list[dict[str, Any]]:
+        """A call's request, progress, cancellation and response, in order."""
+        return rows(self.db, "SELECT id, t, direction, kind, method, rpc_id, "
+                    "substr(json, 1, 300) AS json_head FROM messages WHERE call_id = ? "
+                    "ORDER BY id", (call_id,))
+
+    def stream_bytes(self, stream_id: int, start: int, end: int) -> list[dict[str, Any]]:
+        """The stored chunks overlapping bytes [start, end) of a stream: seq, t, offset, data.
+
+        Chunks have no index on offset, but offsets grow with seq, so the first chunk is found
+        by binary search over (stream_id, seq) lookups: O(log n) on a stream of any length.
+        """
+        last = self.db.execute("SELECT max(seq) FROM chunks WHERE stream_id = ?",
+                               (stream_id,)).fetchone()[0]
+        if last is None or end <= start:
+            return []
+        low, high = 0, int(last)
+        while low < high:  # the last chunk whose offset <= start
+            mid = (low + high + 1) // 2
+            found = self.db.execute("SELECT offset FROM chunks WHERE stream_id = ? AND seq = ?",
+                                    (stream_id, mid)).fetchone()
+            if found is None or found[0] > start:
+                high = mid - 1
+            else:
+                low = mid
+        picked: list[dict[str, Any]] = []
+        for chunk in iter_rows(self.db, "SELECT seq, t, offset, data FROM chunks "
+                               "WHERE stream_id = ? AND seq >= ? ORDER BY seq", (stream_id, low)):
+            if chunk["offset"] >= end:
+                break
+            if chunk["offset"] + len(chunk["data"]) > start:
+                picked.append(chunk)
+        return picked
+
+    # Aggregates for charts and filter choices ----------------------------------------------------
+
+    def calls_for_charts(self, session_id: int) -> list[tuple[str, str | None, float | None, str]]:
+        """(method, name, latency_ms, outcome) of every call of a session."""
+        return self._tuples("SELECT method, name, latency_ms, outcome FROM calls "
+                            "WHERE session_id = ? ORDER BY id", [session_id])
+
+    def chunk_times(self, session_id: int) -> list[tuple[int, float]]:
+        """(stream_id, t) of every chunk of the session's streams, by stream then arrival."""
+        return self._tuples("SELECT c.stream_id, c.t FROM streams s JOIN chunks c "
+                            "ON c.stream_id = s.id WHERE s.session_id = ? "
+                            "ORDER BY c.stream_id, c.seq", [session_id])
+
+    def method_counts(self, session_id: int) -> list[tuple[str, int]]:
+        """Methods seen in a session with how many calls or notifications used them."""
+        found = self._tuples("SELECT method, count(*) FROM calls WHERE session_id = ? "
+                             "GROUP BY method", [session_id])
+        found += self._tuples("SELECT method, count(*) FROM messages WHERE session_id = ? AND "
+                              "kind = 'notification' GROUP BY method", [session_id])
+        merged: dict[str, int] = {}
+        for method, count in found:
+            if method is not None:
+                merged[method] = merged.get(method, 0) + count
+        return sorted(merged.items())
+
+    def _tuples(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"reading the capture failed: {exc}") from None
+
+
+def bulk_load(path: str | os.PathLike[str],
+              tables: Iterable[tuple[str, Sequence[str], Iterable[Sequence[Any]]]]) -> None:
+    """Append rows fast, in one transaction (benchmarks and big fixtures; not for recording).
+
+    `tables` yields (table, columns, rows of values). The single-writer lock is held through
+    a `StoreWriter` left idle, which also creates and migrates the file.
+    """
+    writer = StoreWriter(path)
+    try:
+        db = sqlite3.connect(writer.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute("BEGIN")
+            for table, columns, values in tables:
+                unknown = set(columns) - set(writer._columns[table])
+                if unknown:
+                    raise StoreError(f"unknown columns for {table}: {sorted(unknown)}")
+                names = ", ".join(f'"{c}"' for c in columns)
+                marks = ", ".join("?" for _ in columns)
+                db.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", values)
+            db.execute("COMMIT")
+        finally:
+            db.close()
+    finally:
+        writer.close()
