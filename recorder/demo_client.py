@@ -1,0 +1,237 @@
+"""Scripted MCP client (official Python SDK v1) that exercises each message shape of the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp import ClientSession, McpError, types
+from mcp.client.sse import sse_client
+from mcp.shared.message import SessionMessage
+from pydantic import AnyUrl
+
+try:
+    from mcp.client.streamable_http import streamable_http_client
+except ImportError:  # mcp < 1.24 only has the (now deprecated) streamablehttp_client
+    from mcp.client.streamable_http import (  # type: ignore[assignment]
+        streamablehttp_client as streamable_http_client,
+    )
+
+Transport = Literal["sse", "streamable-http"]
+
+ReadStream = MemoryObjectReceiveStream[SessionMessage | Exception]
+WriteStream = MemoryObjectSendStream[SessionMessage]
+
+# Upper bound per request so a broken server or proxy fails the script instead of hanging it.
+REQUEST_TIMEOUT = timedelta(seconds=15)
+
+UNKNOWN_TOOL = "no_such_tool"
+MISSING_RESOURCE = "demo://missing"
+
+
+@contextlib.asynccontextmanager
+async def _open_transport(
+    url: str, transport: Transport
+) -> AsyncIterator[tuple[ReadStream, WriteStream]]:
+    if transport == "sse":
+        async with sse_client(url) as (read, write):
+            yield read, write
+    elif transport == "streamable-http":
+        async with streamable_http_client(url) as (read, write, _get_session_id):
+            yield read, write
+    else:
+        raise ValueError(f"unknown transport {transport!r}")
+
+
+def _text(content: Sequence[types.ContentBlock]) -> str:
+    return "".join(block.text for block in content if isinstance(block, types.TextContent))
+
+
+async def run_script(
+    url: str,
+    transport: Transport,
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the demo scenario against `url` and return a summary of what came back.
+
+    Expected failures (the `fail` tool, the unknown tool, the JSON-RPC errors) are logged and
+    recorded in the summary; anything unexpected in a step lands in summary["errors"] and the
+    script carries on. Only failing to connect or initialize raises.
+    """
+    summary: dict[str, Any] = {"transport": transport, "url": url, "errors": []}
+    progress_events: list[tuple[float, float | None, str | None]] = []
+    logs: list[str] = []
+
+    # Parameter names must match the SDK's ProgressFnT protocol.
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        progress_events.append((progress, total, message))
+        log(f"  progress {progress}/{total} {message or ''}".rstrip())
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(str(params.data))
+        log(f"  server log [{params.level}] {params.data}")
+
+    async with (
+        _open_transport(url, transport) as (read, write),
+        ClientSession(
+            read,
+            write,
+            read_timeout_seconds=REQUEST_TIMEOUT,
+            logging_callback=on_log,
+        ) as session,
+    ):
+        init = await session.initialize()
+        summary["server_name"] = init.serverInfo.name
+        summary["protocol_version"] = str(init.protocolVersion)
+        log(
+            f"initialized {init.serverInfo.name} (protocol {init.protocolVersion}) over {transport}"
+        )
+
+        async def step(name: str, action: Callable[[], Any]) -> None:
+            # One failing step must not stop the rest of the scenario.
+            try:
+                await action()
+            except Exception as exc:
+                summary["errors"].append(f"{name}: {type(exc).__name__}: {exc}")
+                log(f"unexpected error in {name}: {exc!r}")
+
+        async def list_tools() -> None:
+            tools = await session.list_tools()
+            summary["tools"] = sorted(tool.name for tool in tools.tools)
+            log(f"tools: {', '.join(summary['tools'])}")
+
+        async def ping() -> None:
+            await session.send_ping()
+            summary["ping"] = True
+
+        async def echo() -> None:
+            result = await session.call_tool("echo", {"text": "hello ssetap"})
+            summary["echo"] = _text(result.content)
+            log(f"echo -> {summary['echo']!r}")
+
+        async def add() -> None:
+            result = await session.call_tool("add", {"a": 2, "b": 40})
+            summary["add"] = int(_text(result.content))
+            log(f"add -> {summary['add']}")
+
+        async def countdown() -> None:
+            # A progress_callback makes the SDK put a progressToken in params._meta.
+            result = await session.call_tool(
+                "countdown", {"n": 3, "delay": 0.05}, progress_callback=on_progress
+            )
+            summary["countdown"] = _text(result.content)
+            count = len(progress_events)
+            log(f"countdown -> {summary['countdown']!r} after {count} progress notifications")
+
+        async def slow() -> None:
+            result = await session.call_tool("slow", {"seconds": 0.5})
+            summary["slow"] = _text(result.content)
+            log(f"slow -> {summary['slow']!r}")
+
+        async def fail() -> None:
+            result = await session.call_tool("fail", {"message": "deliberate failure"})
+            summary["fail"] = {"is_error": result.isError, "text": _text(result.content)}
+            log(f"fail -> isError={result.isError} {summary['fail']['text']!r} (expected)")
+
+        def rpc_error(label: str, exc: McpError) -> dict[str, Any]:
+            log(f"{label} -> JSON-RPC error {exc.error.code} {exc.error.message!r} (expected)")
+            return {"code": exc.error.code, "message": exc.error.message}
+
+        async def unknown_tool() -> None:
+            # SDK v1 answers an unknown tool with an isError result, not a JSON-RPC error.
+            try:
+                result = await session.call_tool(UNKNOWN_TOOL, {})
+            except McpError as exc:
+                summary["unknown_tool"] = {"jsonrpc_error": rpc_error(UNKNOWN_TOOL, exc)}
+            else:
+                text = _text(result.content)
+                summary["unknown_tool"] = {"is_error": result.isError, "text": text}
+                log(f"{UNKNOWN_TOOL} -> isError={result.isError} {text!r} (expected)")
+
+        async def missing_resource() -> None:
+            try:
+                await session.read_resource(AnyUrl(MISSING_RESOURCE))
+            except McpError as exc:
+                summary["missing_resource"] = rpc_error(f"read {MISSING_RESOURCE}", exc)
+            else:
+                summary["errors"].append(f"missing_resource: {MISSING_RESOURCE} was readable")
+
+        async def method_not_found() -> None:
+            # The demo server registers no completion handler, so this is a plain -32601.
+            try:
+                await session.complete(
+                    types.PromptReference(type="ref/prompt", name="greet"),
+                    {"name": "name", "value": "A"},
+                )
+            except McpError as exc:
+                summary["method_not_found"] = rpc_error("completion/complete", exc)
+            else:
+                summary["errors"].append("method_not_found: completion/complete succeeded")
+
+        async def read_resource() -> None:
+            result = await session.read_resource(AnyUrl("demo://readme"))
+            summary["resource"] = "".join(
+                part.text
+                for part in result.contents
+                if isinstance(part, types.TextResourceContents)
+            )
+            log(f"demo://readme -> {summary['resource']!r}")
+
+        async def get_prompt() -> None:
+            result = await session.get_prompt("greet", {"name": "Ada"})
+            texts = [
+                m.content.text for m in result.messages if isinstance(m.content, types.TextContent)
+            ]
+            summary["prompt"] = "\n".join(texts)
+            log(f"greet -> {summary['prompt']!r}")
+
+        await step("list_tools", list_tools)
+        await step("ping", ping)
+        await step("echo", echo)
+        await step("add", add)
+        await step("countdown", countdown)
+        await step("slow", slow)
+        await step("fail", fail)
+        await step("unknown_tool", unknown_tool)
+        await step("missing_resource", missing_resource)
+        await step("method_not_found", method_not_found)
+        await step("read_resource", read_resource)
+        await step("get_prompt", get_prompt)
+
+    summary["progress"] = progress_events
+    summary["logs"] = logs
+    log("closed")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the scenario from the command line and print the summary as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m recorder.demo_client", description=__doc__)
+    parser.add_argument("url", help="e.g. http://127.0.0.1:8000/mcp or http://127.0.0.1:8000/sse")
+    parser.add_argument(
+        "--transport",
+        choices=("sse", "streamable-http"),
+        default=None,
+        help="default: sse if the URL path ends in /sse, else streamable-http",
+    )
+    args = parser.parse_args(argv)
+    transport: Transport = args.transport or (
+        "sse" if args.url.rstrip("/").endswith("/sse") else "streamable-http"
+    )
+    summary = asyncio.run(
+        run_script(args.url, transport, log=lambda line: print(line, file=sys.stderr))
+    )
+    print(json.dumps(summary, indent=2))
+    return 1 if summary["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""Demo MCP server (official Python SDK v1, FastMCP) served by uvicorn on loopback for ssetap."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType, TracebackType
+from typing import Literal, get_args
+
+import anyio
+import uvicorn
+from mcp.server.fastmcp import Context, FastMCP
+from sse_starlette.sse import EventSourceResponse
+from starlette.types import ASGIApp
+
+Transport = Literal["sse", "streamable-http"]
+TRANSPORTS: tuple[str, ...] = get_args(Transport)
+
+# Hosts FastMCP already allows when it auto-enables DNS-rebinding protection for 127.0.0.1.
+_DEFAULT_ALLOWED = ("127.0.0.1", "localhost", "::1")
+
+# How long in-flight handlers get after stop() before uvicorn cancels them. Streams are cut
+# at once (see ServerHandle.stop); only handlers that ignore disconnects (json_response POSTs
+# waiting on hang()) ever use this.
+_SHUTDOWN_GRACE = 1  # uvicorn types this as int seconds
+
+
+def build_server(*, json_response: bool = False, stateless: bool = False) -> FastMCP:
+    """Build the demo FastMCP server.
+
+    Error shapes (SDK v1.x), which matter to a recorder:
+    - `fail` raises inside a tool: the client gets a normal JSON-RPC *result* with `isError: true`.
+    - An unknown tool name is also an `isError: true` result, not a JSON-RPC error: FastMCP raises
+      ToolError and the low-level call_tool handler turns every exception into an error result.
+    - Real JSON-RPC errors: `resources/read` of an unknown URI (e.g. `demo://missing`) answers
+      `{"error": {"code": 0, "message": "Unknown resource: ..."}}` (v1 uses code 0 for handler
+      exceptions), and any method without a handler, e.g. `completion/complete`, answers
+      `-32601 Method not found`.
+    """
+    # FastMCP.__init__ calls logging.basicConfig (a Rich handler at INFO on the root logger). A
+    # handler already on root makes that a no-op, so the host process keeps its own logging setup.
+    root = logging.getLogger()
+    placeholder = logging.NullHandler()
+    root.addHandler(placeholder)
+    try:
+        # host stays at its 127.0.0.1 default so FastMCP turns on DNS-rebinding protection.
+        mcp = FastMCP(
+            "ssetap-demo",
+            instructions="Demo server for ssetap: echo, add, countdown, slow, fail, hang.",
+            json_response=json_response,
+            stateless_http=stateless,
+        )
+    finally:
+        root.removeHandler(placeholder)
+
+    @mcp.tool()
+    def echo(text: str) -> str:
+        """Return the text unchanged."""
+        return text
+
+    @mcp.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @mcp.tool()
+    async def countdown(  # FastMCP injects ctx by its annotation
+        ctx: Context,  # type: ignore[type-arg]
+        n: int = 5,
+        delay: float = 0.1,
+    ) -> str:
+        """Send n progress notifications, delay seconds apart, then return "liftoff"."""
+        await ctx.info(f"countdown from {n}")
+        for i in range(n):
+            await ctx.report_progress(i + 1, n, f"T-{n - i}")
+            await anyio.sleep(delay)
+        return "liftoff"
+
+    @mcp.tool()
+    async def slow(seconds: float = 1.0) -> str:
+        """Sleep, then return."""
+        await anyio.sleep(seconds)
+        return f"slept {seconds}s"
+
+    @mcp.tool()
+    def fail(message: str = "boom") -> str:
+        """Always raise; the client sees an isError tool result."""
+        raise RuntimeError(message)
+
+    @mcp.tool()
+    async def hang() -> str:
+        """Never return (for client timeout and cancellation scenarios)."""
+        await anyio.Event().wait()
+        return "unreachable"
+
+    @mcp.resource("demo://readme", name="readme", mime_type="text/plain")
+    def readme() -> str:
+        """A short text resource."""
+        return "ssetap demo server: tools echo, add, countdown, slow, fail, hang."
+
+    @mcp.prompt()
+    def greet(name: str) -> str:
+        """Greet someone by name."""
+        return f"Please greet {name} warmly."
+
+    return mcp
+
+
+class _ThreadPingInterval:
+    """Non-data descriptor standing in for EventSourceResponse.DEFAULT_PING_INTERVAL.
+
+    The SDK builds EventSourceResponse without a `ping` argument, so the class attribute (read in
+    __init__ as self.DEFAULT_PING_INTERVAL) is the only knob. It is process-global; keying it on the
+    thread lets each demo server (one thread and loop each) have its own interval without leaking a
+    0.2 s heartbeat into other servers in the same test process.
+    """
+
+    def __init__(self, default: float) -> None:
+        self.default = default
+        self._local = threading.local()
+
+    def set_for_current_thread(self, value: float | None) -> None:
+        self._local.value = value
+
+    def __get__(self, instance: object, owner: type | None = None) -> float:
+        value: float | None = getattr(self._local, "value", None)
+        return self.default if value is None else value
+
+
+_ping_lock = threading.Lock()
+
+
+def _ping_override() -> _ThreadPingInterval:
+    with _ping_lock:
+        current = EventSourceResponse.__dict__.get("DEFAULT_PING_INTERVAL")
+        if isinstance(current, _ThreadPingInterval):
+            return current
+        # Keep whatever global value is in force (15 by default) for every other thread.
+        override = _ThreadPingInterval(EventSourceResponse.DEFAULT_PING_INTERVAL)
+        EventSourceResponse.DEFAULT_PING_INTERVAL = override  # type: ignore[assignment]
+        return override
+
+
+def _check_loopback(host: str) -> None:
+    if host == "localhost":
+        return
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"demo server binds loopback only; {host!r} is not an IP literal or 'localhost'"
+        ) from None
+    if not ip.is_loopback:
+        raise ValueError(f"demo server binds loopback only; {host!r} is not a loopback address")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    # Resolving "localhost" ourselves would risk ::1 vs 127.0.0.1 mismatches with clients.
+    bind_host = "127.0.0.1" if host == "localhost" else host
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind_host, port))
+        # Listening before uvicorn starts means early connects queue instead of being refused.
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class ServerHandle:
+    """A demo server running under uvicorn in a background thread with its own event loop."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        host: str,
+        port: int,
+        server: uvicorn.Server,
+        sock: socket.socket,
+        ping_interval: float | None,
+    ) -> None:
+        self.transport: Transport = transport
+        self.host = host
+        self.port = port
+        url_host = f"[{host}]" if ":" in host else host
+        self.url = f"http://{url_host}:{port}"
+        self.mcp_url = self.url + ("/sse" if transport == "sse" else "/mcp")
+        self._server = server
+        self._sock = sock
+        self._ping_interval = ping_interval
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"demo-mcp-{transport}-{port}", daemon=True
+        )
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        if self._ping_interval is not None:
+            _ping_override().set_for_current_thread(self._ping_interval)
+
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self._server.serve(sockets=[self._sock])
+
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # surfaced by _start(); the thread must not die silently
+            self._error = exc
+        finally:
+            self._sock.close()
+
+    def _start(self, timeout: float) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"demo server failed to start: {self._error!r}") from self._error
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"demo server did not start within {timeout}s")
+            time.sleep(0.01)
+
+    def _drop_connections(self) -> None:
+        # Runs on the server loop. Closing every transport looks to the app like all clients
+        # disconnecting, so EventSourceResponse ends its streams cleanly; otherwise uvicorn's
+        # graceful shutdown waits forever on open SSE streams (they never "finish").
+        self._server.should_exit = True
+        for conn in list(self._server.server_state.connections):
+            transport = getattr(conn, "transport", None)
+            if transport is not None:
+                transport.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Shut down promptly, cutting open streams and in-flight responses; idempotent."""
+        if not self._thread.is_alive():
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # RuntimeError: the loop closed between the check and the call.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._drop_connections)
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            # Skips waiting on connections/tasks and the lifespan shutdown.
+            self._server.force_exit = True
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"demo server thread {self._thread.name} did not stop")
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ServerHandle({self.transport!r}, {self.mcp_url!r}, running={self.running})"
+
+
+def start_server(
+    transport: Transport,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    json_response: bool = False,
+    stateless: bool = False,
+    ping_interval: float | None = None,
+) -> ServerHandle:
+    """Start the demo server in a background thread and return once it accepts connections."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
+    _check_loopback(host)
+    if ping_interval is not None and ping_interval < 0:
+        raise ValueError(
+            "ping_interval must be >= 0 (0 disables heartbeats, None keeps the default)"
+        )
+
+    mcp = build_server(json_response=json_response, stateless=stateless)
+    security = mcp.settings.transport_security
+    if security is not None and host not in _DEFAULT_ALLOWED:
+        # Another loopback address (127.0.0.2...) keeps protection on but must accept its own Host.
+        security.allowed_hosts.append(f"{host}:*")
+        security.allowed_origins.append(f"http://{host}:*")
+    # Each FastMCP builds one StreamableHTTPSessionManager, whose run() works only once: hence a
+    # fresh server per start.
+    app: ASGIApp = mcp.sse_app() if transport == "sse" else mcp.streamable_http_app()
+
+    sock = _bind(host, port)
+    bound_port: int = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=_SHUTDOWN_GRACE,
+    )
+    handle = ServerHandle(
+        transport=transport,
+        host="127.0.0.1" if host == "localhost" else host,
+        port=bound_port,
+        server=uvicorn.Server(config),
+        sock=sock,
+        ping_interval=ping_interval,
+    )
+    try:
+        handle._start(timeout=10.0)
+    except BaseException:
+        sock.close()
+        raise
+    return handle
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo server in the foreground until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m recorder.demo_server", description=__doc__)
+    parser.add_argument("--transport", choices=TRANSPORTS, default="streamable-http")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument(
+        "--json-response", action="store_true", help="streamable-http: answer POSTs with JSON"
+    )
+    parser.add_argument("--stateless", action="store_true", help="streamable-http: no sessions")
+    parser.add_argument(
+        "--ping-interval", type=float, default=None, help="SSE heartbeat seconds (default 15)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        handle = start_server(
+            args.transport,
+            host=args.host,
+            port=args.port,
+            json_response=args.json_response,
+            stateless=args.stateless,
+            ping_interval=args.ping_interval,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    print(handle.mcp_url, flush=True)
+    try:
+        # join() with a timeout keeps the main thread responsive to signals.
+        while handle.running:
+            handle.thread.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
