@@ -112,6 +112,9 @@ class StreamState:
     held_offset: int = 0
     written: int = 0
     dirty: bool = False
+    # Compressed SSE (a buffering hazard in itself) is inflated for the parser; raw chunks keep
+    # the wire bytes, so event offsets then count inflated bytes.
+    decoder: Any = None
 
 
 @dataclass(slots=True)
@@ -339,6 +342,9 @@ class Ingest:
                 "resume" if "last-event-id" in flow.headers else
                 ("get" if flow.session is not None else "legacy"))
             stream = StreamState(self.sink.next_id("streams"), SseParser(), t)
+            encoding = lower.get("content-encoding", "").strip().lower()
+            if encoding in ("gzip", "x-gzip", "deflate"):
+                stream.decoder = zlib.decompressobj(wbits=47 if encoding != "deflate" else 15)
             flow.stream = stream
             flow.mcp = True
             srow = {
@@ -392,7 +398,14 @@ class Ingest:
         stream.dirty = True
         self._emit("chunk", t, {"stream_id": stream.id, "seq": seq, "t": t, "size": len(data),
                                 "session_id": flow.session.id if flow.session else None})
-        self._items(flow, stream, stream.parser.feed(data), t)
+        parsed = data
+        if stream.decoder is not None:
+            try:
+                parsed = stream.decoder.decompress(data)
+            except zlib.error:
+                stream.decoder = None  # not what it claimed: parse the bytes as they are
+        if parsed:
+            self._items(flow, stream, stream.parser.feed(parsed), t)
         self._store_chunk(stream, t, data)
         self._touch(flow.session, t)
 

@@ -110,3 +110,19 @@ def test_stateless_requests_group_by_client_and_split_at_initialize(tmp_path):
     sessions = capture.sessions()
     assert [(s["key"], s["requests"], s["answered"]) for s in sessions] == [
         ("anon:1", 2, 2), ("anon:2", 1, 1)]
+
+
+def test_gzip_encoded_sse_is_inflated_for_parsing_and_stored_as_sent(tmp_path):
+    import zlib
+
+    packer = zlib.compressobj(wbits=31)
+    body = b'data: {"jsonrpc":"2.0","method":"notifications/message"}\n\n: ping\n\n'
+    wire = packer.compress(body) + packer.flush()
+    capture, _ = run(tmp_path, [
+        ("q", "g", 1.0, "GET", "http://s:1/mcp", "HTTP/1.1", [("Mcp-Session-Id", "a" * 32)], None, "c:1"),
+        ("h", "g", 1.0, 200, "OK", [*SSE, ("Content-Encoding", "gzip")], True),
+        ("c", "g", 1.1, wire[:10]), ("c", "g", 1.2, wire[10:]), ("e", "g", 2.0, None),
+    ], raw=True)
+    (stream,) = capture.streams(1)
+    assert stream["content_encoding"] == "gzip" and (stream["events"], stream["comments"]) == (1, 1)
+    assert b"".join(c["data"] for c in capture.chunks(stream["id"])) == wire
