@@ -59,7 +59,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def _checks_json(args: argparse.Namespace) -> str:
-    options = {"request_timeout": getattr(args, "request_timeout", None)}
+    config_file = getattr(args, "check_config", None)
+    options = {"request_timeout": getattr(args, "request_timeout", None),
+               "config_file": os.path.abspath(config_file) if config_file else None}
     return orjson.dumps({k: v for k, v in options.items() if v is not None}).decode()
 
 
@@ -158,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "proxy for clients configured with HTTP_PROXY")
     p.add_argument("--raw", action="store_true", help="store secrets unredacted (opt-in)")
     p.add_argument("--request-timeout", help="flag calls unanswered after this long, e.g. 30s")
+    p.add_argument("--check-config", metavar="FILE", help="JSON file of thresholds for the live "
+                   "checks (the same as `ssetap check --config`)")
     p.add_argument("--quiet", action="store_true", help="only print errors")
     p.set_defaults(func=cmd_record)
 
@@ -190,6 +194,124 @@ def build_parser() -> argparse.ArgumentParser:
 # Later subcommands register here (check, browse, replay, serve) without touching the above.
 _EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
+
+def _register_check(sub: Any) -> None:
+    from recorder.check import register  # light: the checks load only when `check` runs
+
+    register(sub)
+
+
+_EXTRA_COMMANDS.append(_register_check)
+
+
+# --- replay / serve (the replay package is imported only when these run) --------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from replay.cli import ReplayUsageError, run_replay
+
+    try:
+        return run_replay(args)
+    except ReplayUsageError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from replay.cli import ReplayUsageError, run_serve
+
+    try:
+        return run_serve(args)
+    except ReplayUsageError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _register_replay(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay", help="replay a capture against a live server and diff the answers",
+        description="Act as the recorded client against a live MCP server (either transport), "
+        "with fresh ids and session, and compare every response with the recorded one. Exit 0 "
+        "when everything matches, 1 on any difference, 2 on bad input. Tool calls are "
+        "replayed with their side effects; --skip tools/call leaves them out.")
+    p.add_argument("db", help="capture file")
+    p.add_argument("--target", required=True, help="the live MCP endpoint, e.g. "
+                   "http://127.0.0.1:8000/mcp (Streamable HTTP) or .../sse (legacy)")
+    p.add_argument("--session", help="replay only this session (number or key prefix)")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    p.add_argument("--timing", default="fast", help="fast (default: as fast as causality "
+                   "allows), recorded, or xN (N times faster than recorded)")
+    p.add_argument("--only", action="append", metavar="PAT", help="replay only requests whose "
+                   "method (or method:name) matches this glob; repeatable")
+    p.add_argument("--skip", action="append", metavar="PAT", help="leave out requests whose "
+                   "method (or method:name) matches this glob; repeatable")
+    p.add_argument("--ignore", action="append", metavar="RULES_FILE", help="file of JSON paths "
+                   "to ignore when comparing (see README); repeatable")
+    p.add_argument("--no-default-ignores", action="store_true", help="also compare volatile "
+                   "values (_meta, progress tokens, session ids, timestamps)")
+    p.add_argument("--header", action="append", metavar='"K: V"', help="send this header on "
+                   "every request (fresh credentials: captured ones are never replayed)")
+    p.add_argument("--latency-threshold", default="2x+250ms", metavar="LIMIT", help="flag calls "
+                   "slower than recorded by more than this: 2x, 250ms, 2x+250ms (default), off")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each "
+                   "response (default 30)")
+    p.add_argument("--transport", choices=["auto", "sse", "streamable-http"], default="auto",
+                   help="the target's transport (default: detect)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_replay)
+
+
+def _register_serve(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve", help="serve a capture as a mock MCP server",
+        description="Answer real MCP clients as the recorded server did, on both transports "
+        "(Streamable HTTP and legacy HTTP+SSE), re-streaming recorded events and heartbeats "
+        "with their recorded timing. Ctrl-C or SIGTERM stops it.")
+    p.add_argument("db", help="capture file")
+    p.add_argument("--session", help="serve only this session (default: all, pooled)")
+    p.add_argument("--listen", default="127.0.0.1:9000", help="HOST:PORT (default "
+                   "127.0.0.1:9000; port 0 picks a free one)")
+    p.add_argument("--timing", default="recorded", help="recorded (default), fast, or xN")
+    p.add_argument("--quiet", action="store_true", help="only print errors")
+    p.set_defaults(func=cmd_serve)
+
+
+_EXTRA_COMMANDS += [_register_replay, _register_serve]
+
+
+# --- browse (Textual is imported only when it runs) -----------------------------------------
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    session_id = None
+    # Open the capture first: a bad file is one line and exit 2, before any screen is drawn.
+    with Capture(args.db) as capture:
+        if args.session is not None:
+            session = capture.find_session(args.session)
+            if session is None:
+                raise CliError(f"no session {args.session!r} in {args.db} (see `ssetap sessions`)")
+            session_id = int(session["id"])
+    if args.gap < 0:
+        raise CliError("--gap must be 0 (no gap rows) or a number of seconds")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CliError("browse needs a terminal (try `ssetap sessions` or `ssetap show`)")
+    from tui.app import run_browser
+
+    return run_browser(args.db, session_id, gap_threshold=args.gap or None)
+
+
+def _register_browse(sub: Any) -> None:
+    p = sub.add_parser("browse", help="browse a capture in the terminal (live while recording)",
+                       description="Open the terminal browser on a capture: sessions, a "
+                       "timeline of each session with request/response links, JSON, headers, "
+                       "raw SSE bytes, flags and charts. Press ? inside for every key.")
+    p.add_argument("db", help="capture file")
+    p.add_argument("session", nargs="?", help="open this session directly (number or key prefix)")
+    p.add_argument("--gap", type=float, default=2.0, metavar="SECONDS",
+                   help="mark silences at least this long in the timeline (default 2; 0: never)")
+    p.set_defaults(func=cmd_browse)
+
+
+_EXTRA_COMMANDS.append(_register_browse)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()

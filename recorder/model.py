@@ -138,3 +138,4 @@ class Flag:
     call_id: int | None = None
     exchange_id: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    session_id: int | None = None

@@ -720,6 +720,52 @@ class BrowseReader(Capture):
         return rows(self.db, self._SESSION_SUMMARY + f" WHERE s.id IN ({marks}) ORDER BY s.id",
                     list(session_ids))
 
+    def session_rows(self, *, after_id: int = 0,
+                     session_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Sessions without counts: instant on any capture (the table's first paint)."""
+        if session_ids is not None:
+            marks = ",".join("?" * len(session_ids))
+            return rows(self.db, f"SELECT * FROM sessions WHERE id IN ({marks}) ORDER BY id",
+                        list(session_ids)) if session_ids else []
+        return rows(self.db, "SELECT * FROM sessions WHERE id > ? ORDER BY id", (after_id,))
+
+    def session_counts(self, session_ids: Sequence[int] | None = None) -> dict[int, dict[str, int]]:
+        """The counts of `Capture.sessions` per session, each table read in one grouped pass
+        (one pass over 1M messages instead of one subquery per session and column)."""
+        where, params = "", []
+        if session_ids is not None:
+            if not session_ids:
+                return {}
+            where = f" WHERE session_id IN ({','.join('?' * len(session_ids))})"
+            params = list(session_ids)
+        counts: dict[int, dict[str, int]] = {}
+
+        def bucket(session_id: int) -> dict[str, int]:
+            return counts.setdefault(session_id, {
+                "messages": 0, "requests": 0, "answered": 0, "pending": 0, "flags": 0,
+                "flag_errors": 0, "flag_warnings": 0, "flag_infos": 0})
+
+        for sid, count in self._tuples("SELECT session_id, count(*) FROM messages" + where +
+                                       " GROUP BY session_id", params):
+            if sid is not None:
+                bucket(sid)["messages"] = count
+        for sid, requests, answered, pending in self._tuples(
+                "SELECT session_id, count(*), sum(outcome IN ('result', 'error')), "
+                "sum(outcome = 'pending') FROM calls" + where + " GROUP BY session_id", params):
+            if sid is not None:
+                bucket(sid).update(requests=requests, answered=answered, pending=pending)
+        for sid, severity, count in self._tuples(
+                "SELECT session_id, severity, count(*) FROM flags" + where +
+                " GROUP BY session_id, severity", params):
+            if sid is not None:
+                entry = bucket(sid)
+                entry["flags"] += count
+                key = {"error": "flag_errors", "warning": "flag_warnings",
+                       "info": "flag_infos"}.get(severity)
+                if key:
+                    entry[key] += count
+        return counts
+
     def call_latencies(self, session_ids: Sequence[int] | None = None) -> list[tuple[int, float]]:
         """(session_id, latency_ms) of every answered call, for percentiles."""
         sql = "SELECT session_id, latency_ms FROM calls WHERE latency_ms IS NOT NULL"
@@ -730,25 +776,67 @@ class BrowseReader(Capture):
         return self._tuples(sql, params)
 
     # Timeline keys: (id, time) pages per source, in id order ---------------------------------
+    #
+    # Each takes `after_id` and either `limit` (a page of matches) or `until_id` (every match
+    # in the id window (after_id, until_id]). A filter that matches rarely would make a page of
+    # matches scan the whole session; windows cut by `window_end` keep every page's work
+    # bounded by the window, whatever the filter.
 
-    def exchange_keys(self, session_id: int, *, after_id: int = 0, limit: int = 10_000,
-                      flagged_only: bool = False) -> list[tuple[int, float]]:
-        sql = "SELECT id, started_at FROM exchanges WHERE session_id = ? AND id > ?"
-        params: list[Any] = [session_id, after_id]
+    _TIME_COLUMNS = {"exchanges": "started_at", "streams": "opened_at", "sse_events": "t",
+                     "messages": "t"}
+
+    def window_end(self, table: str, session_id: int, *, after_id: int,
+                   rows_in_window: int) -> tuple[int, float] | None:
+        """(id, time) of the session's `rows_in_window`-th row after `after_id` in `table`,
+        or None when fewer rows remain (the window then runs to the end)."""
+        if table not in self._TIME_COLUMNS:
+            raise StoreError(f"no timeline table {table!r}")
+        column = self._TIME_COLUMNS[table]
+        found = self._tuples(f"SELECT id, {column} FROM {table} WHERE session_id = ? AND id > ? "
+                             "ORDER BY id LIMIT 1 OFFSET ?",
+                             [session_id, after_id, rows_in_window - 1])
+        return (int(found[0][0]), float(found[0][1])) if found else None
+
+    def last_id(self, table: str, session_id: int) -> int | None:
+        """The session's last row id in `table` (an index lookup)."""
+        if table not in self._TIME_COLUMNS:
+            raise StoreError(f"no timeline table {table!r}")
+        found = self._tuples(f"SELECT max(id) FROM {table} WHERE session_id = ?", [session_id])
+        return int(found[0][0]) if found and found[0][0] is not None else None
+
+    def _keys(self, sql: str, params: list[Any], id_column: str, after_id: int,
+              limit: int | None, until_id: int | None) -> list[Any]:
+        sql += f" AND {id_column} > ?"
+        params = [*params, after_id]
+        if until_id is not None:
+            sql += f" AND {id_column} <= ?"
+            params.append(until_id)
+        sql += f" ORDER BY {id_column}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._tuples(sql, params)
+
+    def exchange_keys(self, session_id: int, *, after_id: int = 0, limit: int | None = 10_000,
+                      until_id: int | None = None, flagged_only: bool = False,
+                      ) -> list[tuple[int, float]]:
+        sql = "SELECT id, started_at FROM exchanges WHERE session_id = ?"
+        params: list[Any] = [session_id]
         if flagged_only:
             sql += " AND id IN (SELECT exchange_id FROM flags WHERE session_id = ?)"
             params.append(session_id)
-        return self._tuples(sql + " ORDER BY id LIMIT ?", [*params, limit])
+        return self._keys(sql, params, "id", after_id, limit, until_id)
 
-    def stream_keys(self, session_id: int, *, after_id: int = 0, limit: int = 10_000,
-                    flagged_only: bool = False) -> list[tuple[int, float, float | None]]:
+    def stream_keys(self, session_id: int, *, after_id: int = 0, limit: int | None = 10_000,
+                    until_id: int | None = None, flagged_only: bool = False,
+                    ) -> list[tuple[int, float, float | None]]:
         """(id, opened_at, closed_at) of the session's SSE streams."""
-        sql = "SELECT id, opened_at, closed_at FROM streams WHERE session_id = ? AND id > ?"
-        params: list[Any] = [session_id, after_id]
+        sql = "SELECT id, opened_at, closed_at FROM streams WHERE session_id = ?"
+        params: list[Any] = [session_id]
         if flagged_only:
             sql += " AND id IN (SELECT stream_id FROM flags WHERE session_id = ?)"
             params.append(session_id)
-        return self._tuples(sql + " ORDER BY id LIMIT ?", [*params, limit])
+        return self._keys(sql, params, "id", after_id, limit, until_id)
 
     def stream_closes(self, stream_ids: Sequence[int]) -> list[tuple[int, float]]:
         """(id, closed_at) of those streams that have closed (live tail of open streams)."""
@@ -758,8 +846,9 @@ class BrowseReader(Capture):
         return self._tuples(f"SELECT id, closed_at FROM streams WHERE id IN ({marks}) "
                             "AND closed_at IS NOT NULL", list(stream_ids))
 
-    def sse_keys(self, session_id: int, *, after_id: int = 0, limit: int = 10_000,
-                 comments: bool = True, others: bool = True) -> list[tuple[int, float]]:
+    def sse_keys(self, session_id: int, *, after_id: int = 0, limit: int | None = 10_000,
+                 until_id: int | None = None, comments: bool = True, others: bool = True,
+                 ) -> list[tuple[int, float]]:
         """SSE items that carry no JSON-RPC message: comments (heartbeats) and/or the rest
         (endpoint and other named events, control blocks, incomplete and oversize bytes).
         Events of type `message` are left out: their messages stand for them."""
@@ -772,16 +861,16 @@ class BrowseReader(Capture):
                    "AND type IS NOT 'message'))"
         else:
             return []
-        return self._tuples(f"SELECT id, t FROM sse_events WHERE session_id = ? AND id > ? "
-                            f"AND {kind} ORDER BY id LIMIT ?", [session_id, after_id, limit])
+        return self._keys(f"SELECT id, t FROM sse_events WHERE session_id = ? AND {kind}",
+                          [session_id], "id", after_id, limit, until_id)
 
-    def message_keys(self, session_id: int, *, after_id: int = 0, limit: int = 10_000,
-                     methods: Sequence[str] = (), directions: Sequence[str] = (),
-                     kinds: Sequence[str] = (), flagged_only: bool = False,
-                     ) -> list[tuple[int, float]]:
+    def message_keys(self, session_id: int, *, after_id: int = 0, limit: int | None = 10_000,
+                     until_id: int | None = None, methods: Sequence[str] = (),
+                     directions: Sequence[str] = (), kinds: Sequence[str] = (),
+                     flagged_only: bool = False) -> list[tuple[int, float]]:
         where, params = self._message_where(session_id, methods, directions, kinds, flagged_only)
-        return self._tuples(f"SELECT id, t FROM messages m WHERE {where} AND m.id > ? "
-                            "ORDER BY m.id LIMIT ?", [*params, after_id, limit])
+        return self._keys(f"SELECT m.id, m.t FROM messages m WHERE {where}", params, "m.id",
+                          after_id, limit, until_id)
 
     def _message_where(self, session_id: int, methods: Sequence[str], directions: Sequence[str],
                        kinds: Sequence[str], flagged_only: bool) -> tuple[str, list[Any]]:

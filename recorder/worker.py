@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recorder.ingest import Ingest, Observation, Observer
+from recorder.live import observers_for
 from recorder.redact import Redactor, new_key
 from recorder.store import StoreError, StoreWriter
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help="JSON options for the live checks")
     args = parser.parse_args(argv)
     try:
-        return run(args.db, raw=args.raw, observers_factory=None)
+        return run(args.db, raw=args.raw, observers_factory=observers_for(args.config))
     except StoreError as exc:
         print(f"ssetap: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,456 @@
+"""`ssetap check`: re-run the stream-health checks over a stored capture and report.
+
+How it works: the capture's facts (sessions, exchanges, streams, chunks, SSE items and
+messages) are read back in time order and turned into the same `Observation`s the recorder
+emits live. Ticks are put in every `tick_interval` (0.5 s) of capture time, so silences are
+judged as they were live. The result goes through the same `HealthMonitor`.
+
+Thresholds: the recorder stores the config its live checks used (meta `health_config`).
+`check` starts from that config, then applies `--config FILE`, then the flags
+(`--request-timeout`, `--heartbeat-interval`). Old captures can be re-checked with new rules
+or new thresholds.
+
+Live flags and check flags:
+- Live flags (`source='live'`) are a record of what the recorder reported during the
+  recording. They are never rewritten.
+- `check` always reports its own complete analysis. It marks the flags that were also
+  raised live.
+- Unless `--no-store` is given, `check` replaces the capture's earlier `source='check'` rows.
+  It stores only the findings that no live flag already holds. A flag is the same finding
+  when it has the same kind and the same subject. The detector names the subject in
+  `details.subject`: a stream, a call, a message, a session, a client's reconnect loop or
+  a server.
+- So `sessions` and `show` can count every row of the flags table without counting a
+  finding twice.
+- A live flag that a re-check with other thresholds no longer raises stays, because it was
+  reported at the time. The check report is the current verdict.
+
+Exit codes: 0 when nothing reaches `--fail-on` (default: error), 1 when something does, and
+2 for bad input, with a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from recorder.model import SEVERITIES, Flag, severity_rank
+
+if TYPE_CHECKING:  # the heavy parts load when the command runs, not when `ssetap` starts
+    from recorder.health import HealthConfig
+    from recorder.ingest import Observation
+    from recorder.store import Capture
+
+SOURCE = "check"
+
+# Order of observations that share a time, as the recorder emits them live.
+_SESSION, _EXCHANGE, _STREAM_OPEN, _RESPONSE, _STREAM, _STREAM_CLOSE, _EXCHANGE_END = range(7)
+
+SortKey = tuple[float, int, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What a check found: every flag with whether it was also raised live."""
+
+    path: str
+    flags: tuple[Flag, ...]
+    seen_live: tuple[bool, ...]
+    sessions: tuple[dict[str, Any], ...]
+    end: float | None
+
+
+# --- Rebuilding the observations ----------------------------------------------------------------
+
+
+def _exchange_obs(row: dict[str, Any]) -> Observation:
+    from recorder.ingest import Observation
+
+    keep = ("id", "flow_id", "method", "url", "path", "request_headers", "request_content_type",
+            "started_at", "client_addr", "mcp")
+    return Observation("exchange", row["started_at"], {k: row[k] for k in keep})
+
+
+def _response_obs(row: dict[str, Any]) -> Observation:
+    from recorder.ingest import Observation
+
+    keep = ("id", "status", "reason", "response_headers", "response_content_type", "response_at",
+            "streamed", "mcp", "session_id")
+    return Observation("response", row["response_at"], {k: row[k] for k in keep})
+
+
+def _exchange_end_obs(row: dict[str, Any]) -> Observation:
+    from recorder.ingest import Observation
+
+    # `response_body` (the head of a 400 answer) is only known offline.
+    keep = ("id", "ended_at", "error", "mcp", "session_id", "response_body")
+    return Observation("exchange-end", row["ended_at"], {k: row[k] for k in keep})
+
+
+def _stream_open_obs(row: dict[str, Any]) -> Observation:
+    from recorder.ingest import Observation
+
+    keep = ("id", "exchange_id", "session_id", "method", "role", "last_event_id_sent",
+            "opened_at", "content_encoding")
+    return Observation("stream-open", row["opened_at"], {k: row[k] for k in keep})
+
+
+def _stream_close_obs(row: dict[str, Any]) -> Observation:
+    from recorder.ingest import Observation
+
+    return Observation("stream-close", row["closed_at"], dict(row))
+
+
+def _tagged(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], SortKey],
+            make: Callable[[dict[str, Any]], Observation]) -> Iterator[tuple[SortKey, Observation]]:
+    for row in rows:
+        yield key(row), make(row)
+
+
+def observations(capture: Capture) -> Iterator[Observation]:
+    """Every fact of a capture as the recorder's observations, in time order (no ticks)."""
+    from recorder.ingest import Observation
+
+    def simple(kind: str, t_column: str) -> Callable[[dict[str, Any]], Observation]:
+        return lambda row: Observation(kind, row[t_column], row)
+
+    sources = [
+        _tagged(capture.health_sessions(), lambda r: (r["started_at"], _SESSION, r["id"], 0, 0, 0),
+                simple("session", "started_at")),
+        _tagged(capture.health_exchanges("started_at"),
+                lambda r: (r["started_at"], _EXCHANGE, r["id"], 0, 0, 0), _exchange_obs),
+        _tagged(capture.health_messages(on_streams=False),
+                lambda r: (r["t"], _EXCHANGE, r["exchange_id"] or 0, 1, r["id"], 0),
+                simple("message", "t")),
+        _tagged(capture.health_streams("opened_at"),
+                lambda r: (r["opened_at"], _STREAM_OPEN, r["id"], 0, 0, 0), _stream_open_obs),
+        _tagged(capture.health_exchanges("response_at"),
+                lambda r: (r["response_at"], _RESPONSE, r["id"], 0, 0, 0), _response_obs),
+        _tagged(capture.health_chunks(),
+                lambda r: (r["t"], _STREAM, r["stream_id"], 0, r["id"], 0),
+                simple("chunk", "t")),
+        _tagged(capture.health_sse_events(),
+                lambda r: (r["t"], _STREAM, r["stream_id"], 1, r["id"], 0),
+                simple("sse", "t")),
+        _tagged(capture.health_messages(on_streams=True),
+                lambda r: (r["t"], _STREAM, r["stream_id"] or 0, 1, r["sse_event_id"], 1),
+                simple("message", "t")),
+        _tagged(capture.health_streams("closed_at"),
+                lambda r: (r["closed_at"], _STREAM_CLOSE, r["id"], 0, 0, 0), _stream_close_obs),
+        _tagged(capture.health_exchanges("ended_at"),
+                lambda r: (r["ended_at"], _EXCHANGE_END, r["id"], 0, 0, 0), _exchange_end_obs),
+    ]
+    for _, observation in heapq.merge(*sources, key=lambda item: item[0]):
+        yield observation
+
+
+def with_ticks(items: Iterable[Observation], interval: float) -> Iterator[Observation]:
+    """Put a tick every `interval` seconds of capture time between the observations."""
+    from recorder.ingest import Observation
+
+    next_tick: float | None = None
+    for observation in items:
+        if next_tick is None:
+            next_tick = observation.t + interval
+        while next_tick <= observation.t:
+            yield Observation("tick", next_tick, {})
+            next_tick += interval
+        yield observation
+
+
+# --- Running ------------------------------------------------------------------------------------
+
+
+def flag_identity(kind: str, details: Any, ids: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Two flags are the same finding when their kind and subject match.
+
+    The subject is the one the detector names in `details["subject"]`; for rows without
+    one, the ids the flag points at (stream, call, message, exchange, session)."""
+    if isinstance(details, str | bytes):
+        try:
+            details = orjson.loads(details)
+        except orjson.JSONDecodeError:
+            details = None
+    if isinstance(details, dict) and isinstance(details.get("subject"), str):
+        return (kind, details["subject"])
+    return (kind, *ids)
+
+
+def _identity(flag: Flag) -> tuple[Any, ...]:
+    return flag_identity(flag.kind, flag.details, (flag.stream_id, flag.call_id,
+                                                   flag.message_id, flag.exchange_id,
+                                                   flag.session_id))
+
+
+def stored_config(capture: Capture) -> dict[str, Any]:
+    """The live checks' config stored in the capture (unknown options dropped)."""
+    from dataclasses import fields
+
+    from recorder.health import HealthConfig
+
+    text = capture.meta().get("health_config")
+    if not text:
+        return {}
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    known = {f.name for f in fields(HealthConfig)}
+    return {k: v for k, v in data.items() if k in known} if isinstance(data, dict) else {}
+
+
+def run_check(path: str | Path, config: HealthConfig | None = None, *,
+              use_stored_config: bool = True) -> tuple[CheckResult, HealthConfig]:
+    """Check a capture; returns the result and the config actually used."""
+    from recorder.health import HealthConfig, HealthMonitor, config_from_mapping
+    from recorder.store import Capture
+
+    with Capture(path) as capture:
+        base = HealthConfig()
+        if use_stored_config:
+            base = config_from_mapping(stored_config(capture), base)
+        used = config or base
+        monitor = HealthMonitor(used)
+        flags: list[Flag] = []
+        end: float | None = None
+        for observation in with_ticks(observations(capture), used.tick_interval):
+            flags += monitor.observe(observation)
+            end = observation.t if end is None else max(end, observation.t)
+        if end is not None:
+            flags += monitor.finish(end)
+        live = {flag_identity(r["kind"], r["details"], (r["stream_id"], r["call_id"],
+                                                        r["message_id"], r["exchange_id"],
+                                                        r["session_id"]))
+                for r in capture.flags_by_source("live")}
+        sessions = tuple(capture.sessions())
+    seen = tuple(_identity(f) in live for f in flags)
+    return CheckResult(str(path), tuple(flags), seen, sessions, end), used
+
+
+def store_flags(result: CheckResult) -> int:
+    """Replace the capture's check flags with the findings no live flag holds."""
+    from recorder.live import flag_row
+    from recorder.store import replace_flags
+
+    rows = [flag_row(f, source=SOURCE) for f, live in zip(result.flags, result.seen_live)
+            if not live]
+    return replace_flags(result.path, SOURCE, rows)
+
+
+# --- Reports ------------------------------------------------------------------------------------
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+
+def _worst_first(result: CheckResult) -> list[tuple[dict[str, Any] | None, list[int]]]:
+    """Sessions with their flags (indexes), worst session first, worst flag first."""
+    by_session: dict[int | None, list[int]] = {}
+    for i, flag in enumerate(result.flags):
+        by_session.setdefault(flag.session_id, []).append(i)
+    sessions = {s["id"]: s for s in result.sessions}
+
+    def flag_order(i: int) -> tuple[int, float]:
+        return (-severity_rank(result.flags[i].severity), result.flags[i].t)
+
+    def session_order(item: tuple[int | None, list[int]]) -> tuple[Any, ...]:
+        counts = [sum(1 for i in item[1] if result.flags[i].severity == s)
+                  for s in reversed(SEVERITIES)]
+        return (*(-c for c in counts), item[0] is None, item[0] or 0)
+
+    ordered = sorted(by_session.items(), key=session_order)
+    return [(sessions.get(sid) if sid is not None else None, sorted(idx, key=flag_order))
+            for sid, idx in ordered]
+
+
+def _counts(flags: Iterable[Flag]) -> dict[str, int]:
+    counts = dict.fromkeys(reversed(SEVERITIES), 0)
+    for flag in flags:
+        counts[flag.severity] = counts.get(flag.severity, 0) + 1
+    return counts
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _session_title(session: dict[str, Any] | None) -> str:
+    if session is None:
+        return "Not tied to a session"
+    names = [n for n in (session.get("client_name"), session.get("server_name")) if n]
+    peers = f"  ({session.get('client_name') or '?'} -> {session.get('server_name') or '?'})" \
+        if names else ""
+    return (f"Session {session['id']}  {session['transport']}  {session['server']}"
+            f"{session.get('endpoint') or ''}{peers}")
+
+
+def human_report(result: CheckResult, fail_on: str) -> str:
+    counts = _counts(result.flags)
+    summary = ", ".join(_plural(n, s) for s, n in counts.items() if n) or "no flags"
+    sessions = _plural(len(result.sessions), "session")
+    lines = [f"ssetap check {result.path}: {sessions}, {summary}"]
+    for session, indexes in _worst_first(result):
+        start = session["started_at"] if session else min(result.flags[i].t for i in indexes)
+        per = _counts(result.flags[i] for i in indexes)
+        lines += ["", f"{_session_title(session)}  "
+                  + ", ".join(_plural(n, s) for s, n in per.items() if n)]
+        for i in indexes:
+            flag = result.flags[i]
+            live = " (also live)" if result.seen_live[i] else ""
+            lines.append(f"  {flag.severity:<7}  {flag.kind:<19} +{flag.t - start:.3f}s  "
+                         f"{flag.message}{live}")
+    failing = sum(n for s, n in counts.items() if severity_rank(s) >= severity_rank(fail_on))
+    lines += ["", f"{_plural(failing, 'flag')} at or above {fail_on}"
+              + (" -> exit 1" if failing else "")]
+    return "\n".join(lines)
+
+
+def flag_json(flag: Flag, seen_live: bool) -> dict[str, Any]:
+    return {
+        "kind": flag.kind, "severity": flag.severity, "at": _iso(flag.t), "t": flag.t,
+        "message": flag.message, "session": flag.session_id, "stream": flag.stream_id,
+        "call": flag.call_id, "message_id": flag.message_id, "exchange": flag.exchange_id,
+        "details": flag.details, "seen_live": seen_live,
+    }
+
+
+def json_report(result: CheckResult, config: HealthConfig, fail_on: str, failed: bool,
+                stored: bool) -> dict[str, Any]:
+    groups = []
+    for session, indexes in _worst_first(result):
+        groups.append({
+            "session": session["id"] if session else None,
+            "key": session["key"] if session else None,
+            "transport": session["transport"] if session else None,
+            "server": session["server"] if session else None,
+            "flags": [flag_json(result.flags[i], result.seen_live[i]) for i in indexes],
+        })
+    return {
+        "capture": result.path, "sessions_checked": len(result.sessions),
+        "counts": _counts(result.flags), "fail_on": fail_on, "failed": failed,
+        "stored": stored, "config": config.to_json(), "sessions": groups,
+    }
+
+
+def junit_report(result: CheckResult, fail_on: str) -> bytes:
+    """One test case per session; it fails when one of its flags reaches `fail_on`."""
+    import xml.etree.ElementTree as ET
+
+    threshold = severity_rank(fail_on)
+    groups = _worst_first(result)
+    suites = ET.Element("testsuites", name="ssetap check")
+    suite = ET.SubElement(suites, "testsuite", name=f"ssetap check {result.path}")
+    failures = 0
+    cases = 0
+    seen: set[int | None] = set()
+    for session, indexes in groups:
+        seen.add(session["id"] if session else None)
+        cases += 1
+        case = ET.SubElement(suite, "testcase", classname="ssetap.check",
+                             name=_session_title(session))
+        lines = [f"[{result.flags[i].severity}] {result.flags[i].kind}: "
+                 f"{result.flags[i].message}" for i in indexes]
+        bad = [i for i in indexes if severity_rank(result.flags[i].severity) >= threshold]
+        if bad:
+            failures += 1
+            worst = result.flags[bad[0]]
+            failure = ET.SubElement(case, "failure", type=worst.kind,
+                                    message=f"{_plural(len(bad), 'flag')} at or above {fail_on}")
+            failure.text = "\n".join(lines[indexes.index(i)] for i in bad)
+        ET.SubElement(case, "system-out").text = "\n".join(lines)
+    for session in result.sessions:
+        if session["id"] not in seen:
+            cases += 1
+            ET.SubElement(suite, "testcase", classname="ssetap.check",
+                          name=_session_title(session))
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suites.set("tests", str(cases))
+    suites.set("failures", str(failures))
+    return bytes(ET.tostring(suites, encoding="utf-8", xml_declaration=True))
+
+
+# --- The command --------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace, stored: dict[str, Any]) -> HealthConfig:
+    from recorder.health import HealthConfig, config_from_mapping
+    from recorder.live import read_config_file
+
+    config = config_from_mapping(stored, HealthConfig())
+    if args.config:
+        config = config_from_mapping(read_config_file(args.config), config)
+    options: dict[str, Any] = {}
+    if args.request_timeout is not None:
+        options["request_timeout"] = args.request_timeout
+    if args.heartbeat_interval is not None:
+        options["heartbeat_interval"] = args.heartbeat_interval
+    return config_from_mapping(options, config)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from recorder.cli import CliError
+    from recorder.health import HealthConfigError
+    from recorder.store import Capture, StoreError
+
+    try:
+        with Capture(args.db) as capture:
+            stored_options = stored_config(capture)
+        config = _config(args, stored_options)
+    except HealthConfigError as exc:
+        raise CliError(str(exc)) from None
+    result, config = run_check(args.db, config)
+    threshold = severity_rank(args.fail_on)
+    failed = any(severity_rank(f.severity) >= threshold for f in result.flags)
+    stored = False
+    if not args.no_store:
+        try:
+            store_flags(result)
+            stored = True
+        except (StoreError, OSError) as exc:
+            print(f"ssetap: note: flags not stored in the capture ({exc})", file=sys.stderr)
+    if args.junit:
+        try:
+            Path(args.junit).write_bytes(junit_report(result, args.fail_on))
+        except OSError as exc:
+            raise CliError(f"cannot write {args.junit}: {exc.strerror}") from None
+    if args.json:
+        report = json_report(result, config, args.fail_on, failed, stored)
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(human_report(result, args.fail_on))
+    return 1 if failed else 0
+
+
+def register(sub: Any) -> None:
+    """Add `ssetap check` to the CLI's subcommands."""
+    p = sub.add_parser(
+        "check", help="flag stream-health, protocol and security problems in a capture",
+        description="Re-run ssetap's stream-health checks over a capture: missing heartbeats, "
+        "idle-timeout closes, buffering, truncated streams, reconnect storms, resume gaps, "
+        "request timeouts, late/orphan/duplicate responses, lost sessions and security "
+        "mistakes. Reports by session, worst first; stores its flags in the capture.")
+    p.add_argument("db", help="capture file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--fail-on", choices=list(SEVERITIES), default="error",
+                   help="exit 1 if any flag is at or above this severity (default error)")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    p.add_argument("--heartbeat-interval", metavar="S",
+                   help="expected heartbeat cadence for streams that show none (default 15s)")
+    p.add_argument("--request-timeout", metavar="DURATION",
+                   help="deadline for a response, e.g. 30s (default: the recording's, or 60s)")
+    p.add_argument("--config", metavar="FILE",
+                   help="JSON file of check thresholds (fields of recorder.health.HealthConfig)")
+    p.add_argument("--no-store", action="store_true",
+                   help="do not write the flags into the capture")
+    p.set_defaults(func=cmd_check)

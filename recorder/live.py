@@ -1,0 +1,143 @@
+"""Live stream-health checks inside the recording process: flags to the capture and the console.
+
+`observers_for(config_json)` is what recorder.worker passes to `run(observers_factory=...)`.
+The JSON carries the `ssetap record` check options, e.g. `{"request_timeout": "30s"}`, and
+may name a JSON file of further thresholds with `config_file` (`ssetap record --check-config`).
+A bad option is reported in one line and the defaults are used: a typo in a threshold must
+not stop a recording.
+
+The config in force is stored in the capture's meta table (`health_config`), so `ssetap check`
+re-checks with the same thresholds unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from recorder.health import (
+    HealthConfig,
+    HealthConfigError,
+    HealthMonitor,
+    config_from_mapping,
+)
+from recorder.ingest import Observation, Observer
+from recorder.model import Flag
+from recorder.store import StoreWriter
+
+META_KEY = "health_config"
+
+# Facts whose time is when the proxy saw them: how far behind they are processed is the
+# recording process's backlog.
+_TIMED_FACTS = frozenset({"exchange", "response", "stream-open", "chunk", "sse",
+                          "stream-close", "exchange-end"})
+
+
+def load_config(config_json: str, *, base: HealthConfig | None = None) -> HealthConfig:
+    """A HealthConfig from the worker's `--config` JSON (raises HealthConfigError)."""
+    try:
+        data = orjson.loads(config_json or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise HealthConfigError(f"check options are not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise HealthConfigError("check options must be a JSON object")
+    config = base or HealthConfig()
+    path = data.pop("config_file", None)
+    if path:
+        config = config_from_mapping(read_config_file(str(path)), config)
+    return config_from_mapping(data, config)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The JSON object in a check-config file (raises HealthConfigError)."""
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise HealthConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise HealthConfigError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise HealthConfigError(f"{path} must hold a JSON object of check options")
+    return data
+
+
+def flag_row(flag: Flag, *, source: str) -> dict[str, Any]:
+    """A flag as a `flags` row, without its id."""
+    return {
+        "session_id": flag.session_id, "stream_id": flag.stream_id,
+        "message_id": flag.message_id, "call_id": flag.call_id,
+        "exchange_id": flag.exchange_id, "t": flag.t, "kind": flag.kind,
+        "severity": flag.severity, "message": flag.message,
+        "details": orjson.dumps(flag.details).decode() if flag.details else None,
+        "source": source,
+    }
+
+
+def console_line(flag: Flag) -> str:
+    return f"ssetap: [{flag.severity}] {flag.kind}: {flag.message}"
+
+
+class LiveChecks:
+    """One observer: runs the detector and records and prints what it flags.
+
+    Ticks come from the recording process's clock, facts carry the proxy's times. When the
+    process falls behind (a burst of traffic, a busy machine), facts already seen by the
+    proxy wait in the pipe, and a tick at "now" would call their stream silent. So each tick
+    is moved back by the backlog measured on the last fact (shrinking as time passes without
+    facts): a busy recorder flags a little later, never wrongly.
+    """
+
+    def __init__(self, writer: StoreWriter, config: HealthConfig,
+                 console: TextIO | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.writer = writer
+        self.monitor = HealthMonitor(config)
+        self.console = console if console is not None else sys.stderr
+        self.clock = clock
+        self.broken = False
+        self._lag = 0.0
+        self._lag_at = 0.0
+
+    def __call__(self, observation: Observation) -> None:
+        if self.broken:
+            return
+        if observation.kind == "tick":
+            backlog = max(0.0, self._lag - (observation.t - self._lag_at))
+            if backlog:
+                observation = Observation("tick", observation.t - backlog, observation.row)
+        elif observation.kind in _TIMED_FACTS:
+            now = self.clock()
+            self._lag, self._lag_at = max(0.0, now - observation.t), now
+        try:
+            flags = self.monitor.observe(observation)
+        except Exception as exc:  # noqa: BLE001 - a detector bug must never stop a recording
+            self.broken = True
+            print(f"ssetap: error: live checks stopped ({type(exc).__name__}: {exc}); recording "
+                  "goes on, run `ssetap check` on the capture afterwards", file=self.console,
+                  flush=True)
+            return
+        for flag in flags:
+            self.writer.insert("flags", {"id": self.writer.next_id("flags"),
+                                         **flag_row(flag, source="live")})
+            print(console_line(flag), file=self.console, flush=True)
+
+
+def observers_for(config_json: str) -> Callable[[StoreWriter], list[Observer]]:
+    """The worker's observer factory: live checks configured from `config_json`."""
+    try:
+        config = load_config(config_json)
+    except HealthConfigError as exc:
+        print(f"ssetap: error: {exc}; live checks use their defaults", file=sys.stderr,
+              flush=True)
+        config = HealthConfig()
+
+    def factory(writer: StoreWriter) -> list[Observer]:
+        writer.set_meta(META_KEY, orjson.dumps(config.to_json()).decode())
+        return [LiveChecks(writer, config)]
+
+    return factory
