@@ -167,7 +167,9 @@ def _bind(host: str, port: int) -> socket.socket:
     # Resolving "localhost" ourselves would risk ::1 vs 127.0.0.1 mismatches with clients.
     bind_host = "127.0.0.1" if host == "localhost" else host
     family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # listening socket says so, and without it every small SSE event waits ~40 ms (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((bind_host, port))

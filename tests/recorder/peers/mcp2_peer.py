@@ -33,7 +33,7 @@ def serve(transport: str) -> None:
         return "liftoff"
 
     app = server.sse_app() if transport == "sse" else server.streamable_http_app()
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # NODELAY
     sock.bind(("127.0.0.1", 0))
     print("PORT", sock.getsockname()[1], flush=True)
     config = uvicorn.Config(app, log_level="warning")

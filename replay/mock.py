@@ -1,0 +1,539 @@
+"""Serve a capture as a mock MCP server over real HTTP, both transports at once.
+
+Design notes:
+- Streamable HTTP on the recorded endpoint (default `/mcp`): POST answers as the recorded
+  server did for that request (an SSE stream or one JSON body), with a fresh
+  `Mcp-Session-Id` per `initialize` (none for stateless recordings); GET opens the session
+  stream (or 405 if the recorded server refused it); DELETE ends the session.
+  Legacy HTTP+SSE on `/sse` + `/messages/`: GET announces a fresh endpoint, every answer goes
+  out on that stream, POSTs get `202 Accepted`. Either transport serves any capture.
+- Answers are looked up by method and normalised params (`replay.matching`) and go out under
+  the client's id, with the client's progress token; the server's own requests get fresh ids.
+  An unmatched request gets a JSON-RPC error naming the closest recorded request.
+- Timing is the recording's: each scripted item leaves at its recorded delay after the request
+  arrived, heartbeats on the session stream at their recorded offsets from its opening; `fast`
+  drops delays and heartbeats, `xN` divides delays by N.
+- Sessions live in memory for the life of the server; each has its own matcher, so repeated
+  identical requests get the recorded sequence of answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from recorder.jsonrpc import classify, id_key
+from recorder.model import NOTIFICATION, REQUEST
+from replay.catalog import (
+    PROGRESS,
+    RESPONSE,
+    SERVER_REQUEST,
+    Catalog,
+    Reply,
+    ScriptItem,
+)
+from replay.matching import Matcher
+from replay.plan import RECORDED, Timing
+
+_SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+_SERVER_INFO = {"name": "ssetap-mock", "version": "0.1.0"}
+
+
+class MockError(Exception):
+    """The mock server could not start (bad address, busy port)."""
+
+
+@dataclass(eq=False)
+class MockSession:
+    """One client session on the mock."""
+
+    id: str
+    matcher: Matcher[Reply]
+    next_server_id: int = 1
+    # Legacy transport: everything the session stream will carry.
+    outbox: asyncio.Queue[bytes] | None = None
+    # Scripts still playing, by the client's request id key (for cancellation).
+    playing: dict[str, asyncio.Event] = field(default_factory=dict)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def server_id(self) -> int:
+        value = self.next_server_id
+        self.next_server_id += 1
+        return value
+
+
+def _rpc_error(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+class MockApp:
+    """The ASGI application and the session state behind it."""
+
+    def __init__(self, catalog: Catalog, timing: Timing = RECORDED) -> None:
+        self.catalog = catalog
+        self.timing = timing
+        self.sessions: dict[str, MockSession] = {}
+        self._stateless = MockSession("", catalog.index.matcher())
+        self.unmatched = 0
+        routes = [
+            Route(catalog.streamable_path, self.streamable, methods=["GET", "POST", "DELETE"]),
+            Route(catalog.sse_path, self.legacy_stream, methods=["GET"]),
+            Route(catalog.messages_path, self.legacy_post, methods=["POST"]),
+        ]
+        self.app = Starlette(routes=routes)
+
+    # Scripts ---------------------------------------------------------------------------------
+
+    def _frame(self, item: ScriptItem, data: str | None) -> bytes:
+        sep = self.catalog.separator
+        lines = []
+        if item.event_id is not None:
+            lines.append(f"id: {item.event_id}")
+        if item.kind == "event" and item.event_type and item.event_type != "message":
+            lines.append(f"event: {item.event_type}")
+        elif item.kind == "message":
+            lines.append("event: message")
+        if item.retry is not None:
+            lines.append(f"retry: {item.retry}")
+        if data is not None:
+            lines.extend(f"data: {line}" for line in data.split("\n"))
+        return (sep.join(lines) + sep + sep).encode()
+
+    def _frame_of(self, item: ScriptItem, payload: Any) -> bytes:
+        if item.kind == "comment":
+            return f": {item.text}{self.catalog.separator}{self.catalog.separator}".encode()
+        if item.kind == "event":
+            return self._frame(item, item.text)
+        return self._frame(item, orjson.dumps(payload).decode())
+
+    def _payload(self, session: MockSession, item: ScriptItem, client_id: Any,
+                 token: Any) -> Any:
+        """The scripted message with the live ids put in; None to leave the item out."""
+        payload = item.payload
+        if not isinstance(payload, dict):
+            return None
+        if item.role == RESPONSE:
+            return {**payload, "id": client_id}
+        if item.role == PROGRESS:
+            if token is None:
+                return None  # the client asked for no progress
+            return {**payload, "params": {**(payload.get("params") or {}), "progressToken": token}}
+        if item.role == SERVER_REQUEST:
+            return {**payload, "id": session.server_id()}
+        return payload
+
+    async def _play(self, session: MockSession, items: tuple[ScriptItem, ...], client_id: Any,
+                    token: Any, stop: asyncio.Event) -> AsyncIterator[tuple[ScriptItem, Any]]:
+        """The scripted items with their payloads, each at its (scaled) recorded delay; ends
+        early on `stop`."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for item in items:
+            offset = self.timing.scaled(item.delay)
+            if offset is None and item.kind == "comment":
+                continue  # fast: heartbeats only matter with timing
+            payload = None
+            if item.kind == "message":
+                payload = self._payload(session, item, client_id, token)
+                if payload is None:
+                    continue
+            if offset is not None and (wait := start + offset - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await stop.wait()
+            if stop.is_set():
+                return
+            yield item, payload
+
+    async def _frames(self, session: MockSession, items: tuple[ScriptItem, ...],
+                      client_id: Any, token: Any, stop: asyncio.Event) -> AsyncIterator[bytes]:
+        async for item, payload in self._play(session, items, client_id, token, stop):
+            yield self._frame_of(item, payload)
+
+    def _answer(self, session: MockSession, method: str, params: Any,
+                client_id: Any) -> Reply | dict[str, Any]:
+        """The recorded reply to this request, or an error response naming the closest one."""
+        if method == "initialize" and self.catalog.initialize is not None:
+            return self.catalog.initialize
+        candidate = session.matcher.match(method, params)
+        if candidate is not None:
+            return candidate.value
+        if method == "ping":
+            return {"jsonrpc": "2.0", "id": client_id, "result": {}}
+        if method == "initialize":
+            version = params.get("protocolVersion") if isinstance(params, dict) else None
+            return {"jsonrpc": "2.0", "id": client_id,
+                    "result": {"protocolVersion": version or "2025-06-18", "capabilities": {},
+                               "serverInfo": _SERVER_INFO}}
+        self.unmatched += 1
+        closest = session.matcher.closest(method, params)
+        if closest is None:
+            return _rpc_error(client_id, -32601,
+                              f"ssetap mock: the capture has no {method} request")
+        same = closest.method == method
+        text = (f"ssetap mock: no recorded {method} request has these params; closest recorded "
+                f"request: {closest.describe()}" if same else
+                f"ssetap mock: the capture has no {method} request; closest recorded request: "
+                f"{closest.describe()}")
+        return _rpc_error(client_id, -32602 if same else -32601, text,
+                          {"closest": {"method": closest.method, "params": closest.params}})
+
+    @staticmethod
+    def _token(params: Any) -> Any:
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        return meta.get("progressToken") if isinstance(meta, dict) else None
+
+    def _client_message(self, session: MockSession, message: Any) -> None:
+        """Notifications and responses from the client: only cancellations matter."""
+        if message.method == "notifications/cancelled":
+            params = message.payload.get("params") or {}
+            stop = session.playing.get(id_key(params.get("requestId")))
+            if stop is not None:
+                stop.set()
+
+    # Streamable HTTP -------------------------------------------------------------------------
+
+    async def streamable(self, request: Request) -> Response:
+        if request.method == "POST":
+            return await self._streamable_post(request)
+        session, refusal = self._session_of(request)
+        if refusal is not None:
+            return refusal
+        assert session is not None
+        if request.method == "DELETE":
+            self.sessions.pop(session.id, None)
+            return Response(status_code=200)
+        if not self.catalog.get_allowed:
+            return Response(status_code=405, headers={"Allow": "POST, DELETE"})
+        if session.outbox is not None:
+            return JSONResponse(_rpc_error("server-error", -32600, "Conflict: Only one SSE "
+                                           "stream is allowed per session"), 409)
+        session.outbox = asyncio.Queue()
+        return StreamingResponse(self._outbox_stream(session), media_type="text/event-stream",
+                                 headers=self._headers(session))
+
+    def _headers(self, session: MockSession, sse: bool = True) -> dict[str, str]:
+        headers = dict(_SSE_HEADERS) if sse else {}
+        if session.id:
+            headers["mcp-session-id"] = session.id
+        return headers
+
+    def _session_of(self, request: Request) -> tuple[MockSession | None, Response | None]:
+        if self.catalog.stateless:
+            return self._stateless, None
+        session_id = request.headers.get("mcp-session-id")
+        if not session_id:
+            return None, JSONResponse(_rpc_error("server-error", -32600,
+                                                 "Bad Request: Missing session ID"), 400)
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None, JSONResponse(_rpc_error("server-error", -32600, "Session not found"),
+                                      404)
+        return session, None
+
+    async def _streamable_post(self, request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return JSONResponse(_rpc_error(None, -32700, f"Parse error: {exc}"), 400)
+        if isinstance(body, list):
+            return JSONResponse(_rpc_error(None, -32600, "ssetap mock: batches are not served"),
+                                400)
+        message = classify(body)
+        if message.kind == REQUEST and message.method == "initialize":
+            session = self._new_session()
+        else:
+            found, refusal = self._session_of(request)
+            if refusal is not None:
+                return refusal
+            assert found is not None
+            session = found
+        if message.kind != REQUEST:
+            self._client_message(session, message)
+            return Response(status_code=202, headers=self._headers(session, sse=False))
+        client_id = body.get("id")
+        params = body.get("params")
+        answer = self._answer(session, message.method or "", params, client_id)
+        if isinstance(answer, dict):
+            return JSONResponse(answer, headers=self._headers(session, sse=False))
+        stop = asyncio.Event()
+        key = id_key(client_id)
+        session.playing[key] = stop
+        token = self._token(params)
+        if answer.mode == "json":
+            # A JSON reply carries the response alone, when it is due.
+            response = None
+            try:
+                async for item, payload in self._play(session, answer.items, client_id, token,
+                                                      stop):
+                    if item.role == RESPONSE:
+                        response = payload
+                    elif session.outbox is not None and item.kind == "message":
+                        # No room in a JSON reply: the session stream carries the rest.
+                        session.outbox.put_nowait(self._frame_of(item, payload))
+                if response is None:
+                    await stop.wait()  # recorded unanswered: hold the request, as it was
+                    return Response(status_code=204, headers=self._headers(session, sse=False))
+            finally:
+                session.playing.pop(key, None)
+            return JSONResponse(response, headers=self._headers(session, sse=False))
+        frames = self._frames(session, answer.items, client_id, token, stop)
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                async for frame in frames:
+                    yield frame
+                if not answer.answered:
+                    await stop.wait()  # recorded unanswered: hold the stream open, as it was
+            finally:
+                session.playing.pop(key, None)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers=self._headers(session))
+
+    def _new_session(self) -> MockSession:
+        if self.catalog.stateless:
+            return self._stateless
+        session = MockSession(uuid.uuid4().hex, self.catalog.index.matcher())
+        self.sessions[session.id] = session
+        return session
+
+    async def _outbox_stream(self, session: MockSession,
+                             first: bytes | None = None) -> AsyncIterator[bytes]:
+        """A session stream: the recorded heartbeats and unprompted notifications at their
+        offsets from the stream's opening, merged with whatever replies put in the outbox."""
+        outbox = session.outbox
+        assert outbox is not None
+
+        async def schedule() -> None:
+            never = asyncio.Event()
+            async for frame in self._frames(session, self.catalog.stream_items, None, None,
+                                            never):
+                outbox.put_nowait(frame)
+
+        task = asyncio.create_task(schedule())
+        session.tasks.add(task)
+        try:
+            if first is not None:
+                yield first
+            while True:
+                yield await outbox.get()
+        finally:
+            task.cancel()
+            session.outbox = None
+
+    # Legacy HTTP+SSE -------------------------------------------------------------------------
+
+    async def legacy_stream(self, request: Request) -> Response:
+        session = MockSession(uuid.uuid4().hex, self.catalog.index.matcher(),
+                              outbox=asyncio.Queue())
+        self.sessions[session.id] = session
+        sep = self.catalog.separator
+        endpoint = f"{self.catalog.messages_path}?session_id={session.id}"
+        announce = f"event: endpoint{sep}data: {endpoint}{sep}{sep}".encode()
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                async for frame in self._outbox_stream(session, announce):
+                    yield frame
+            finally:
+                # The legacy session lives as long as its stream.
+                self.sessions.pop(session.id, None)
+                for pending in list(session.tasks):
+                    pending.cancel()
+                for stop in session.playing.values():
+                    stop.set()
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers=dict(_SSE_HEADERS))
+
+    async def legacy_post(self, request: Request) -> Response:
+        session_id = request.query_params.get("session_id") or request.query_params.get(
+            "sessionId")
+        if not session_id:
+            return Response("session_id is required", status_code=400)
+        session = self.sessions.get(session_id)
+        if session is None or session.outbox is None:
+            return Response("Could not find session", status_code=404)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return Response("Could not parse message", status_code=400)
+        message = classify(body) if isinstance(body, dict) else None
+        if message is None or message.kind not in (REQUEST, NOTIFICATION, "result", "error"):
+            return Response("Could not parse message", status_code=400)
+        if message.kind != REQUEST:
+            self._client_message(session, message)
+            return Response("Accepted", status_code=202)
+        client_id = body.get("id")
+        answer = self._answer(session, message.method or "", body.get("params"), client_id)
+        outbox = session.outbox
+        if isinstance(answer, dict):
+            outbox.put_nowait(self._frame(ScriptItem(0, "message"), orjson.dumps(answer).decode()))
+            return Response("Accepted", status_code=202)
+        stop = asyncio.Event()
+        key = id_key(client_id)
+        session.playing[key] = stop
+        frames = self._frames(session, answer.items, client_id, self._token(body.get("params")),
+                              stop)
+
+        async def play() -> None:
+            try:
+                async for frame in frames:
+                    outbox.put_nowait(frame)
+            finally:
+                session.playing.pop(key, None)
+
+        task = asyncio.create_task(play())
+        session.tasks.add(task)
+        task.add_done_callback(session.tasks.discard)
+        return Response("Accepted", status_code=202)
+
+
+# --- Running it -------------------------------------------------------------------------------
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only then, and
+    # without it every small SSE event after the response head waits ~40 ms (Nagle against
+    # the client's delayed ACK), which would distort the recorded timing we re-stream.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise MockError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class AppServer:
+    """Any ASGI app under uvicorn in a background thread with its own loop (the mock's runner,
+    also handy for SDK servers in tests and benchmarks)."""
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
+                 lifespan: Literal["auto", "on", "off"] = "off") -> None:
+        self._sock = _bind(host, port)
+        self.host = host
+        self.port: int = self._sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan,
+                                timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"ssetap-http-{self.port}",
+                                        daemon=True)
+
+    @property
+    def url(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self._server.serve(sockets=[self._sock])
+
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # noqa: BLE001 - the thread must not die silently
+            self._error = exc  # reported by start()
+        finally:
+            self._sock.close()
+
+    def start(self, timeout: float = 10.0) -> Self:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise MockError(f"the server failed to start: {self._error!r}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise MockError(f"the server did not start within {timeout:g} s")
+            time.sleep(0.01)
+        return self
+
+    def _drop_connections(self) -> None:
+        # Open SSE streams never finish on their own; closing them lets uvicorn exit at once.
+        self._server.should_exit = True
+        for connection in list(self._server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop promptly, cutting open streams; idempotent."""
+        if not self._thread.is_alive():
+            self._sock.close()
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._drop_connections)
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Self:
+        return self if self._thread.is_alive() else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class MockServer(AppServer):
+    """A mock serving a catalog (see MockApp) from a background thread."""
+
+    def __init__(self, catalog: Catalog, *, host: str = "127.0.0.1", port: int = 0,
+                 timing: Timing = RECORDED) -> None:
+        self.mock = MockApp(catalog, timing)
+        super().__init__(self.mock.app, host=host, port=port)
+
+    @property
+    def mcp_url(self) -> str:
+        return self.url + self.mock.catalog.streamable_path
+
+    @property
+    def sse_url(self) -> str:
+        return self.url + self.mock.catalog.sse_path
+
+    @property
+    def recorded_url(self) -> str:
+        """The endpoint of the transport the capture was recorded on."""
+        return self.sse_url if self.mock.catalog.recorded_transport == "sse" else self.mcp_url
+
+
+def serve_capture(capture: str, *, session: str | None = None, host: str = "127.0.0.1",
+                  port: int = 0, timing: Timing = RECORDED) -> MockServer:
+    """Load a capture and start a mock for it (in a background thread); call `.stop()`."""
+    from replay.catalog import build_catalog
+    from replay.recording import load_recordings
+
+    catalog = build_catalog(load_recordings(capture, session, with_streams=True))
+    return MockServer(catalog, host=host, port=port, timing=timing).start()
