@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from recorder.model import C2S, NOTIFICATION, REQUEST, S2C, SSE
 from replay.matching import Candidate, MatchIndex
-from replay.recording import RecordedMessage, RecordedSseItem, Recording
+from replay.recorded import RecordedMessage, RecordedSseItem, Recording
 
 # Roles of scripted messages: they decide which ids the mock rewrites.
 RESPONSE = "response"

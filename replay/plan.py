@@ -27,7 +27,7 @@ from typing import Any, Final
 from recorder.jsonrpc import id_key
 from recorder.model import C2S, ERROR, NOTIFICATION, REQUEST, RESULT, S2C
 from replay.matching import Candidate, MatchIndex
-from replay.recording import RecordedMessage, RecordedSession, Recording
+from replay.recorded import RecordedMessage, RecordedSession, Recording
 
 # Sent whatever the filters say: without them there is no session to replay into.
 HANDSHAKE = frozenset({"initialize", "notifications/initialized"})
