@@ -36,6 +36,7 @@ from mitmproxy import ctx, exceptions, http
 log = logging.getLogger("ssetap")
 
 SEND_INTERVAL = 0.01
+MAX_FRAME_EVENTS = 2000
 
 
 def _client_addr(flow: http.HTTPFlow) -> str:
@@ -50,7 +51,9 @@ class WorkerLink:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [sys.executable, "-m", "recorder.worker", "--db", db, "--config", config]
+        # -P: do not put the current directory first on sys.path, or a `recorder` package in
+        # the user's working directory would be run as the worker instead of this one.
+        cmd = [sys.executable, "-P", "-m", "recorder.worker", "--db", db, "--config", config]
         if raw:
             cmd.append("--raw")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, bufsize=0)
@@ -67,18 +70,20 @@ class WorkerLink:
 
     def _send(self) -> None:
         queue = self.queue
-        count = len(queue)
-        if not count or self._broken:
-            return
-        batch = [queue.popleft() for _ in range(count)]
-        frame = marshal.dumps(batch)
         assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(len(frame).to_bytes(4, "big") + frame)
-        except (BrokenPipeError, OSError) as exc:
-            self._broken = True
-            log.error(f"ssetap: the recording process stopped ({exc}); traffic still flows, "
-                      "but is no longer recorded")
+        # Frames are capped: while the worker is behind, the backlog stays here as raw tuples
+        # (~0.3-0.5 KB an event) and the worker takes it a frame at a time, instead of one
+        # frame of the whole backlog that the worker would unpack into rows all at once.
+        while queue and not self._broken:
+            count = min(len(queue), MAX_FRAME_EVENTS)
+            batch = [queue.popleft() for _ in range(count)]
+            frame = marshal.dumps(batch)
+            try:
+                self.proc.stdin.write(len(frame).to_bytes(4, "big") + frame)
+            except (BrokenPipeError, OSError) as exc:
+                self._broken = True
+                log.error(f"ssetap: the recording process stopped ({exc}); traffic still "
+                          "flows, but is no longer recorded")
 
     def close(self, timeout: float = 60.0) -> int | None:
         self._stop.set()

@@ -33,7 +33,7 @@ def _start_recorder(db: Path, upstream: str) -> tuple[subprocess.Popen[str], str
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recorder.cli", "record", "--upstream", upstream, "--listen",
+        [sys.executable, "-P", "-m", "recorder.cli", "record", "--upstream", upstream, "--listen",
          "127.0.0.1:0", "--db", str(db)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
         text=True, env=env)
     found: list[str] = []

@@ -468,7 +468,7 @@ class Ingest:
                         if flow.session is None:
                             self._attach(flow, self._anon_session(flow, t, None), t)
                         self._messages(flow, messages, S2C, t, stream=stream,
-                                       sse_event_id=event_row["id"])
+                                       sse_event_id=event_row["id"], text=stored)
                 continue
             if isinstance(item, SseComment):
                 stream.comments += 1
@@ -571,9 +571,16 @@ class Ingest:
     # Messages -------------------------------------------------------------------------------
 
     def _messages(self, flow: FlowState, messages: list[Any], direction: str, t: float, *,
-                  stream: StreamState | None, sse_event_id: int | None) -> None:
+                  stream: StreamState | None, sse_event_id: int | None,
+                  text: str | None = None) -> None:
+        """Store and correlate decoded messages; `text` is their stored (scrubbed) source.
+
+        A lone message keeps its source text as it came, which also spares re-encoding and
+        re-scrubbing it on the worker's hottest path; batch members are encoded one by one.
+        """
         session = flow.session
         assert session is not None
+        lone = text if len(messages) == 1 and messages[0].batch_index is None else None
         self._touch(session, t)
         for message in messages:
             message_id = self.sink.next_id("messages")
@@ -597,8 +604,9 @@ class Ingest:
                 "stream_id": stream.id if stream else None, "sse_event_id": sse_event_id,
                 "t": t, "direction": direction, "kind": message.kind, "rpc_id": message.id_key,
                 "method": message.method, "batch_index": message.batch_index,
-                "json": self.redactor.scrub_text(orjson.dumps(payload).decode())
-                if payload is not None else None,
+                "json": None if payload is None else (
+                    lone if lone is not None
+                    else self.redactor.scrub_text(orjson.dumps(payload).decode())),
                 "problem": message.problem, "call_id": call_id,
             }
             self.sink.insert("messages", row)

@@ -322,6 +322,10 @@ class StoreWriter:
         if changes:
             self._queue.put(("u", table, row_id, changes))
 
+    def backlog(self) -> int:
+        """Operations queued and not yet applied (approximate)."""
+        return self._queue.qsize()
+
     def set_meta(self, key: str, value: str) -> None:
         self._queue.put(("m", key, value))
 
