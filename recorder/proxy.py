@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from recorder import listen
 from recorder.addon import Recorder
 
 
@@ -32,13 +33,10 @@ class ProxyConfig:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", value
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ProxyError(f"--listen needs HOST:PORT with a port number, got {value!r}")
-    return host, int(port)
+    try:
+        return listen.parse_listen(value)
+    except ValueError as exc:
+        raise ProxyError(str(exc)) from None
 
 
 def parse_upstream(value: str) -> str:

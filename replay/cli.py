@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from replay.diff import DEFAULT_RULES, DiffOptions, IgnoreRule, RulesError, parse_rules
 from replay.engine import ReplayOptions, TargetError, replay_plans
 from replay.plan import Plan, PlanError, build_plan, parse_timing
+from recorder.listen import parse_listen as _parse_listen
 from replay.recording import RecordingError, load_recordings
 from replay.report import render_json, render_junit, render_text
 from replay.results import CallResult
@@ -141,13 +142,10 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = "127.0.0.1", value
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ReplayUsageError(f"--listen needs HOST:PORT, not {value!r}")
-    return host, int(port)
+    try:
+        return _parse_listen(value)
+    except ValueError as exc:
+        raise ReplayUsageError(str(exc)) from None
 
 
 def run_serve(args: argparse.Namespace) -> int:

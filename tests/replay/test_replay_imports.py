@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ALLOWED_RECORDER = {"recorder.model", "recorder.sse", "recorder.jsonrpc", "recorder.store"}
+ALLOWED_RECORDER = {"recorder.model", "recorder.sse", "recorder.jsonrpc", "recorder.store",
+                    "recorder.listen"}
 
 
 def test_import_replay_engine_loads_neither_textual_nor_mitmproxy() -> None:
