@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 import time
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.recorder.capture_query import q
 
-def q(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def sse_head(extra: bytes = b"") -> bytes:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.recorder.capture_query import q
 
 PEER = Path(__file__).parent / "peers" / "mcp2_peer.py"
 DEFAULT = Path.home() / ".cache" / "ssetap" / "mcp2-venv" / "bin" / "python"
@@ -24,13 +25,6 @@ PYTHON = os.environ.get("SSETAP_MCP2_PYTHON") or (str(DEFAULT) if DEFAULT.exists
 pytestmark = pytest.mark.skipif(
     not PYTHON, reason="no interpreter with mcp>=2 (set SSETAP_MCP2_PYTHON or run .ci/run)")
 
-
-def q(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture

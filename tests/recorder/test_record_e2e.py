@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +10,11 @@ import httpx
 import orjson
 import pytest
 
+from tests.recorder.capture_query import q
+
 from recorder.cli import main as ssetap
 from recorder.demo_client import run_script
 
-
-def q(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def run_demo_client(url: str, transport: str) -> dict[str, Any]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.recorder.capture_query import q
 
 PRELOAD = Path(__file__).parent / "peers" / "loopback.cjs"
 DEFAULT = (Path.home() / ".cache" / "ssetap" / "npm" / "node_modules" / "@modelcontextprotocol"
@@ -28,13 +29,6 @@ pytestmark = pytest.mark.skipif(
     not (NODE and ENTRY.exists()),
     reason="node or @modelcontextprotocol/server-everything missing (run .ci/run)")
 
-
-def q(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture
