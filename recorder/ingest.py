@@ -100,7 +100,7 @@ class StreamState:
     opened_at: float
     last_byte_at: float | None = None
     first_byte_at: float | None = None
-    bytes: int = 0
+    byte_count: int = 0
     chunks: int = 0
     events: int = 0
     comments: int = 0
@@ -380,21 +380,15 @@ class Ingest:
             flow.response_size += len(data)
             flow.response_last_t = t
             return
-        if t > self.now:
-            self.now = t
-        if stream.last_byte_at is not None:
-            gap = (t - stream.last_byte_at) * 1000.0
-            if gap > stream.max_gap_ms:
-                stream.max_gap_ms = gap
-        else:
+        self.now = max(self.now, t)
+        if stream.last_byte_at is None:
             stream.first_byte_at = t
-            gap = (t - stream.opened_at) * 1000.0
-            if gap > stream.max_gap_ms:
-                stream.max_gap_ms = gap
+        gap = (t - (stream.last_byte_at or stream.opened_at)) * 1000.0
+        stream.max_gap_ms = max(stream.max_gap_ms, gap)
         stream.last_byte_at = t
         seq = stream.chunks
         stream.chunks += 1
-        stream.bytes += len(data)
+        stream.byte_count += len(data)
         stream.dirty = True
         self._emit("chunk", t, {"stream_id": stream.id, "seq": seq, "t": t, "size": len(data),
                                 "session_id": flow.session.id if flow.session else None})
@@ -553,7 +547,7 @@ class Ingest:
     def _stream_counters(stream: StreamState) -> dict[str, Any]:
         stream.dirty = False
         return {
-            "bytes": stream.bytes, "chunks": stream.chunks, "events": stream.events,
+            "bytes": stream.byte_count, "chunks": stream.chunks, "events": stream.events,
             "comments": stream.comments, "max_gap_ms": round(stream.max_gap_ms, 3),
             "truncated": int(stream.truncated), "retry_ms": stream.retry_ms,
             "first_byte_at": stream.first_byte_at,

@@ -115,7 +115,7 @@ class LiveChecks:
             self._lag, self._lag_at = max(0.0, now - observation.t), now
         try:
             flags = self.monitor.observe(observation)
-        except Exception as exc:  # noqa: BLE001 - a detector bug must never stop a recording
+        except Exception as exc:
             self.broken = True
             print(f"ssetap: error: live checks stopped ({type(exc).__name__}: {exc}); recording "
                   "goes on, run `ssetap check` on the capture afterwards", file=self.console,

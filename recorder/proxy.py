@@ -49,7 +49,7 @@ def parse_upstream(value: str) -> str:
             f"{parts.path!r} is kept by the client, which you point at the proxy instead"
         )
     try:
-        parts.port
+        _ = parts.port  # raises on a port out of range
     except ValueError:
         raise ProxyError(f"--upstream has a bad port: {value!r}") from None
     return f"{parts.scheme}://{parts.netloc}"

@@ -13,10 +13,10 @@ from types import FrameType
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from recorder.listen import parse_listen as _parse_listen
 from replay.diff import DEFAULT_RULES, DiffOptions, IgnoreRule, RulesError, parse_rules
 from replay.engine import ReplayOptions, TargetError, replay_plans
 from replay.plan import Plan, PlanError, build_plan, parse_timing
-from recorder.listen import parse_listen as _parse_listen
 from replay.recording import RecordingError, load_recordings
 from replay.report import render_json, render_junit, render_text
 from replay.results import CallResult

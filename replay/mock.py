@@ -460,7 +460,7 @@ class AppServer:
 
         try:
             asyncio.run(serve())
-        except BaseException as exc:  # noqa: BLE001 - the thread must not die silently
+        except BaseException as exc:
             self._error = exc  # reported by start()
         finally:
             self._sock.close()

@@ -12,15 +12,15 @@ from typing import Any
 import orjson
 
 from recorder.store import Capture, StoreError
-from replay.recorded import (  # noqa: F401  (re-exported: the loader's public values)
-    RecordingError,
-    RecordedSession,
-    RecordedMessage,
+from replay.recorded import (
     RecordedCall,
     RecordedExchange,
+    RecordedMessage,
+    RecordedSession,
     RecordedSseItem,
     RecordedStream,
     Recording,
+    RecordingError,
 )
 
 

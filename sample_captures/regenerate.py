@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from recorder.demo import record_demo  # noqa: E402
+from recorder.demo import record_demo
 
 CAPTURES = {
     "legacy-sse.db": ("sse", {}),

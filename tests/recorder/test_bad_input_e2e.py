@@ -12,7 +12,6 @@ import pytest
 from tests.recorder.capture_query import q
 
 
-
 def sse_head(extra: bytes = b"") -> bytes:
     return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             + extra + b"Transfer-Encoding: chunked\r\n\r\n")

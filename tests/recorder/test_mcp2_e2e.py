@@ -69,10 +69,11 @@ def test_2026_client_and_server_group_into_one_sessionless_session(record, mcp2_
 
 @pytest.mark.parametrize(("transport", "path"), [("streamable-http", "/mcp"), ("sse", "/sse")])
 def test_v1_client_against_v2_server(record, mcp2_server, transport, path):
-    from recorder.demo_client import run_script  # noqa: F401  (imports the v1 SDK client)
     from mcp import ClientSession
     from mcp.client.sse import sse_client
     from mcp.client.streamable_http import streamablehttp_client
+
+    from recorder.demo_client import run_script  # noqa: F401  (imports the v1 SDK client)
 
     rec = record(mcp2_server(transport))
 

@@ -10,11 +10,9 @@ import httpx
 import orjson
 import pytest
 
-from tests.recorder.capture_query import q
-
 from recorder.cli import main as ssetap
 from recorder.demo_client import run_script
-
+from tests.recorder.capture_query import q
 
 
 def run_demo_client(url: str, transport: str) -> dict[str, Any]:

@@ -12,8 +12,10 @@ import sys
 
 def serve(transport: str) -> None:
     import uvicorn
-    from mcp.server.mcpserver import MCPServer
-    from mcp.server.mcpserver import Context  # noqa: F401  (resolved from globals below)
+    from mcp.server.mcpserver import (
+        Context,
+        MCPServer,
+    )
 
     globals()["Context"] = Context  # the SDK evaluates tool annotations in module globals
 
