@@ -704,6 +704,11 @@ def _iter_checked(db: sqlite3.Connection, sql: str,
 # --- Browsing (the TUI's reads) ---------------------------------------------------------------
 
 
+# The timeline's tables and the column that dates their rows.
+_TIMELINE_TIME_COLUMNS = {"exchanges": "started_at", "streams": "opened_at", "sse_events": "t",
+                          "messages": "t"}
+
+
 class BrowseReader(Capture):
     """Reads for an interactive browser: keyset pages of timeline keys, rows by id, details.
 
@@ -716,13 +721,6 @@ class BrowseReader(Capture):
     def data_version(self) -> int:
         """Changes whenever another connection commits (cheap change detection for live tail)."""
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
-
-    def sessions_by_id(self, session_ids: Sequence[int]) -> list[dict[str, Any]]:
-        if not session_ids:
-            return []
-        marks = ",".join("?" * len(session_ids))
-        return rows(self.db, self._SESSION_SUMMARY + f" WHERE s.id IN ({marks}) ORDER BY s.id",
-                    list(session_ids))
 
     def session_rows(self, *, after_id: int = 0,
                      session_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
@@ -786,16 +784,13 @@ class BrowseReader(Capture):
     # matches scan the whole session; windows cut by `window_end` keep every page's work
     # bounded by the window, whatever the filter.
 
-    _TIME_COLUMNS = {"exchanges": "started_at", "streams": "opened_at", "sse_events": "t",
-                     "messages": "t"}
-
     def window_end(self, table: str, session_id: int, *, after_id: int,
                    rows_in_window: int) -> tuple[int, float] | None:
         """(id, time) of the session's `rows_in_window`-th row after `after_id` in `table`,
         or None when fewer rows remain (the window then runs to the end)."""
-        if table not in self._TIME_COLUMNS:
+        if table not in _TIMELINE_TIME_COLUMNS:
             raise StoreError(f"no timeline table {table!r}")
-        column = self._TIME_COLUMNS[table]
+        column = _TIMELINE_TIME_COLUMNS[table]
         found = self._tuples(f"SELECT id, {column} FROM {table} WHERE session_id = ? AND id > ? "
                              "ORDER BY id LIMIT 1 OFFSET ?",
                              [session_id, after_id, rows_in_window - 1])
@@ -803,7 +798,7 @@ class BrowseReader(Capture):
 
     def last_id(self, table: str, session_id: int) -> int | None:
         """The session's last row id in `table` (an index lookup)."""
-        if table not in self._TIME_COLUMNS:
+        if table not in _TIMELINE_TIME_COLUMNS:
             raise StoreError(f"no timeline table {table!r}")
         found = self._tuples(f"SELECT max(id) FROM {table} WHERE session_id = ?", [session_id])
         return int(found[0][0]) if found and found[0][0] is not None else None
@@ -827,7 +822,9 @@ class BrowseReader(Capture):
         sql = "SELECT id, started_at FROM exchanges WHERE session_id = ?"
         params: list[Any] = [session_id]
         if flagged_only:
-            sql += " AND id IN (SELECT exchange_id FROM flags WHERE session_id = ?)"
+            # Flags about the exchange itself, not about a message, call or stream it carried.
+            sql += (" AND id IN (SELECT exchange_id FROM flags WHERE session_id = ? AND "
+                    "message_id IS NULL AND call_id IS NULL AND stream_id IS NULL)")
             params.append(session_id)
         return self._keys(sql, params, "id", after_id, limit, until_id)
 
@@ -838,7 +835,9 @@ class BrowseReader(Capture):
         sql = "SELECT id, opened_at, closed_at FROM streams WHERE session_id = ?"
         params: list[Any] = [session_id]
         if flagged_only:
-            sql += " AND id IN (SELECT stream_id FROM flags WHERE session_id = ?)"
+            # Flags about the stream itself (a gap, a truncation), not a message it carried.
+            sql += (" AND id IN (SELECT stream_id FROM flags WHERE session_id = ? AND "
+                    "message_id IS NULL AND call_id IS NULL)")
             params.append(session_id)
         return self._keys(sql, params, "id", after_id, limit, until_id)
 

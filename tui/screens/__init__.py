@@ -1,0 +1,1 @@
+"""Screens of the ssetap browser, one per module."""

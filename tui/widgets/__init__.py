@@ -1,0 +1,1 @@
+"""Widgets of the ssetap browser, one per module; each nests the messages it posts."""
