@@ -59,8 +59,22 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def _checks_json(args: argparse.Namespace) -> str:
+    """The live checks' options, validated here so a typo fails before the proxy starts."""
+    from recorder.health import HealthConfigError
+    from recorder.live import load_config
+
+    options = _checks_options(args)
+    try:
+        load_config(options)
+    except HealthConfigError as exc:
+        raise CliError(str(exc)) from None
+    return options
+
+
+def _checks_options(args: argparse.Namespace) -> str:
     config_file = getattr(args, "check_config", None)
     options = {"request_timeout": getattr(args, "request_timeout", None),
+               "quiet": True if getattr(args, "quiet", False) else None,
                "config_file": os.path.abspath(config_file) if config_file else None}
     return orjson.dumps({k: v for k, v in options.items() if v is not None}).decode()
 

@@ -12,6 +12,7 @@ re-checks with the same thresholds unless told otherwise.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ def load_config(config_json: str, *, base: HealthConfig | None = None) -> Health
     if not isinstance(data, dict):
         raise HealthConfigError("check options must be a JSON object")
     config = base or HealthConfig()
+    data.pop("quiet", None)  # a console setting, not a threshold
     path = data.pop("config_file", None)
     if path:
         config = config_from_mapping(read_config_file(str(path)), config)
@@ -136,8 +138,14 @@ def observers_for(config_json: str) -> Callable[[StoreWriter], list[Observer]]:
               flush=True)
         config = HealthConfig()
 
+    try:
+        quiet = bool(orjson.loads(config_json or "{}").get("quiet"))
+    except (orjson.JSONDecodeError, AttributeError):
+        quiet = False
+
     def factory(writer: StoreWriter) -> list[Observer]:
         writer.set_meta(META_KEY, orjson.dumps(config.to_json()).decode())
-        return [LiveChecks(writer, config)]
+        # `record --quiet`: flags are still stored, just not printed.
+        return [LiveChecks(writer, config, console=open(os.devnull, "w") if quiet else None)]
 
     return factory

@@ -122,3 +122,13 @@ def test_console_script_runs_without_traceback(tmp_path):
                           str(tmp_path / "missing.db")], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_bad_check_options_fail_before_the_proxy_starts(capsys, tmp_path):
+    assert main(["record", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1:0",
+                 "--db", str(tmp_path / "c.db"), "--request-timeout", "soon"]) == 2
+    assert "not a duration" in one_line_error(capsys)
+    assert main(["record", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1:0",
+                 "--db", str(tmp_path / "c.db"), "--check-config", str(tmp_path / "none.json")]) == 2
+    assert "cannot read" in one_line_error(capsys)
+    assert not (tmp_path / "c.db").exists()
