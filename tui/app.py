@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -80,6 +80,7 @@ class SsetapApp(App[int]):
 def help_sections(app_class: type[App[Any]]) -> list[tuple[str, list[type[Any]]]]:
     from tui.screens.charts import ChartsScreen
     from tui.screens.filter import FilterScreen
+    from tui.screens.replay import ReplayScreen
     from tui.widgets.json_tree import JsonTree
     from tui.widgets.timeline import Timeline
 
@@ -90,6 +91,7 @@ def help_sections(app_class: type[App[Any]]) -> list[tuple[str, list[type[Any]]]
         ("Detail pane", [JsonTree]),
         ("Charts", [ChartsScreen]),
         ("Filter dialog", [FilterScreen]),
+        ("Replay (R in a session)", [ReplayScreen]),
     ]
 
 
@@ -118,14 +120,25 @@ def create_app(db_path: str | Path, session_id: int | None = None, *,
                      poll_interval=poll_interval, replay=replay)
 
 
+def default_replay() -> ReplayLauncher:
+    """The launcher `ssetap browse` plugs in: `R` in a session replays it against a server."""
+    from tui.replay_launcher import ReplayScreenLauncher
+
+    return ReplayScreenLauncher()
+
+
 def run_browser(db_path: str | Path, session_id: int | None = None, *,
-                gap_threshold: float | None = DEFAULT_GAP_SECONDS) -> int:
+                gap_threshold: float | None = DEFAULT_GAP_SECONDS,
+                replay: ReplayLauncher | None | Literal["default"] = "default") -> int:
     """Check the capture, then run the browser in the terminal until the user quits.
+
+    `replay` is the replay launcher: the real one by default, None for none.
 
     Raises StoreError for a missing, empty, corrupt or foreign file (before any screen is
     drawn), which `ssetap` reports in one line with exit code 2.
     """
     check_capture(db_path, session_id)
-    app = create_app(db_path, session_id, gap_threshold=gap_threshold)
+    launcher = default_replay() if replay == "default" else replay
+    app = create_app(db_path, session_id, gap_threshold=gap_threshold, replay=launcher)
     app.run()
     return app.return_code or 0
