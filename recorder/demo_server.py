@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import ipaddress
 import logging
 import signal
-import socket
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Literal, get_args
 
 import anyio
-import uvicorn
 from mcp.server.fastmcp import Context, FastMCP
 from sse_starlette.sse import EventSourceResponse
 from starlette.types import ASGIApp
+
+from recorder.asgi_thread import AppServer, AppServerError
 
 Transport = Literal["sse", "streamable-http"]
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
@@ -163,125 +160,26 @@ def _check_loopback(host: str) -> None:
         raise ValueError(f"demo server binds loopback only; {host!r} is not a loopback address")
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    # Resolving "localhost" ourselves would risk ::1 vs 127.0.0.1 mismatches with clients.
-    bind_host = "127.0.0.1" if host == "localhost" else host
-    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
-    # listening socket says so, and without it every small SSE event waits ~40 ms (Nagle).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((bind_host, port))
-        # Listening before uvicorn starts means early connects queue instead of being refused.
-        sock.listen(128)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-class ServerHandle:
+class ServerHandle(AppServer):
     """A demo server running under uvicorn in a background thread with its own event loop."""
 
-    def __init__(
-        self,
-        *,
-        transport: Transport,
-        host: str,
-        port: int,
-        server: uvicorn.Server,
-        sock: socket.socket,
-        ping_interval: float | None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, transport: Transport, host: str, port: int,
+                 ping_interval: float | None) -> None:
+        super().__init__(app, host=host, port=port, lifespan="on",
+                         name=f"demo-mcp-{transport}", graceful_seconds=_SHUTDOWN_GRACE)
         self.transport: Transport = transport
-        self.host = host
-        self.port = port
-        url_host = f"[{host}]" if ":" in host else host
-        self.url = f"http://{url_host}:{port}"
         self.mcp_url = self.url + ("/sse" if transport == "sse" else "/mcp")
-        self._server = server
-        self._sock = sock
         self._ping_interval = ping_interval
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"demo-mcp-{transport}-{port}", daemon=True
-        )
 
-    @property
-    def thread(self) -> threading.Thread:
-        return self._thread
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
+    def on_thread_start(self) -> None:
         if self._ping_interval is not None:
             _ping_override().set_for_current_thread(self._ping_interval)
 
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self._server.serve(sockets=[self._sock])
-
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # surfaced by _start(); the thread must not die silently
-            self._error = exc
-        finally:
-            self._sock.close()
-
-    def _start(self, timeout: float) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError(f"demo server failed to start: {self._error!r}") from self._error
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"demo server did not start within {timeout}s")
-            time.sleep(0.01)
-
-    def _drop_connections(self) -> None:
-        # Runs on the server loop. Closing every transport looks to the app like all clients
-        # disconnecting, so EventSourceResponse ends its streams cleanly; otherwise uvicorn's
-        # graceful shutdown waits forever on open SSE streams (they never "finish").
-        self._server.should_exit = True
-        for conn in list(self._server.server_state.connections):
-            transport = getattr(conn, "transport", None)
-            if transport is not None:
-                transport.close()
-
     def stop(self, timeout: float = 5.0) -> None:
         """Shut down promptly, cutting open streams and in-flight responses; idempotent."""
-        if not self._thread.is_alive():
-            return
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            # RuntimeError: the loop closed between the check and the call.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._drop_connections)
-        self._server.should_exit = True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            # Skips waiting on connections/tasks and the lifespan shutdown.
-            self._server.force_exit = True
-            self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise RuntimeError(f"demo server thread {self._thread.name} did not stop")
-
-    def __enter__(self) -> ServerHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().stop(timeout)
+        if self.running:
+            raise RuntimeError(f"demo server thread {self.thread.name} did not stop")
 
     def __repr__(self) -> str:
         return f"ServerHandle({self.transport!r}, {self.mcp_url!r}, running={self.running})"
@@ -315,27 +213,12 @@ def start_server(
     # fresh server per start.
     app: ASGIApp = mcp.sse_app() if transport == "sse" else mcp.streamable_http_app()
 
-    sock = _bind(host, port)
-    bound_port: int = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=_SHUTDOWN_GRACE,
-    )
-    handle = ServerHandle(
-        transport=transport,
-        host="127.0.0.1" if host == "localhost" else host,
-        port=bound_port,
-        server=uvicorn.Server(config),
-        sock=sock,
-        ping_interval=ping_interval,
-    )
+    handle = ServerHandle(app, transport=transport, host=host, port=port,
+                          ping_interval=ping_interval)
     try:
-        handle._start(timeout=10.0)
-    except BaseException:
-        sock.close()
-        raise
+        handle.start(timeout=10.0)
+    except AppServerError as exc:
+        raise RuntimeError(f"demo server: {exc}") from None
     return handle
 
 

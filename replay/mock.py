@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from recorder.asgi_thread import AppServer, AppServerError
 from recorder.jsonrpc import classify, id_key
 from recorder.model import NOTIFICATION, REQUEST
 from replay.catalog import (
@@ -410,110 +407,22 @@ class MockApp:
 # --- Running it -------------------------------------------------------------------------------
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only then, and
-    # without it every small SSE event after the response head waits ~40 ms (Nagle against
-    # the client's delayed ACK), which would distort the recorded timing we re-stream.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise MockError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
-
-
-class AppServer:
-    """Any ASGI app under uvicorn in a background thread with its own loop (the mock's runner,
-    also handy for SDK servers in tests and benchmarks)."""
-
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0,
-                 lifespan: Literal["auto", "on", "off"] = "off") -> None:
-        self._sock = _bind(host, port)
-        self.host = host
-        self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan,
-                                timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"ssetap-http-{self.port}",
-                                        daemon=True)
-
-    @property
-    def url(self) -> str:
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{shown}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self._server.serve(sockets=[self._sock])
-
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:
-            self._error = exc  # reported by start()
-        finally:
-            self._sock.close()
-
-    def start(self, timeout: float = 10.0) -> Self:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise MockError(f"the server failed to start: {self._error!r}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise MockError(f"the server did not start within {timeout:g} s")
-            time.sleep(0.01)
-        return self
-
-    def _drop_connections(self) -> None:
-        # Open SSE streams never finish on their own; closing them lets uvicorn exit at once.
-        self._server.should_exit = True
-        for connection in list(self._server.server_state.connections):
-            transport = getattr(connection, "transport", None)
-            if transport is not None:
-                transport.close()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop promptly, cutting open streams; idempotent."""
-        if not self._thread.is_alive():
-            self._sock.close()
-            return
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._drop_connections)
-        self._server.should_exit = True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(timeout)
-
-    def __enter__(self) -> Self:
-        return self if self._thread.is_alive() else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 class MockServer(AppServer):
     """A mock serving a catalog (see MockApp) from a background thread."""
 
     def __init__(self, catalog: Catalog, *, host: str = "127.0.0.1", port: int = 0,
                  timing: Timing = RECORDED) -> None:
         self.mock = MockApp(catalog, timing)
-        super().__init__(self.mock.app, host=host, port=port)
+        try:
+            super().__init__(self.mock.app, host=host, port=port, name="ssetap-mock")
+        except AppServerError as exc:
+            raise MockError(str(exc)) from None
+
+    def start(self, timeout: float = 10.0) -> Self:
+        try:
+            return super().start(timeout)
+        except AppServerError as exc:
+            raise MockError(str(exc)) from None
 
     @property
     def mcp_url(self) -> str:
