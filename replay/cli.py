@@ -14,6 +14,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from recorder.listen import parse_listen as _parse_listen
+from recorder.usage import UsageError
 from replay.diff import DEFAULT_RULES, DiffOptions, IgnoreRule, RulesError, parse_rules
 from replay.engine import ReplayOptions, TargetError, replay_plans
 from replay.plan import Plan, PlanError, build_plan, parse_timing
@@ -23,7 +24,7 @@ from replay.results import CallResult
 from replay.verdict import LatencyError, parse_latency_limit
 
 
-class ReplayUsageError(Exception):
+class ReplayUsageError(UsageError):
     """Bad input for replay or serve: reported in one line, exit code 2."""
 
 

@@ -1,0 +1,96 @@
+"""`ssetap check`: the parser and runner of the command; the checking itself is recorder.check."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from recorder.model import SEVERITIES, severity_rank
+from recorder.usage import UsageError
+
+if TYPE_CHECKING:
+    from recorder.health import HealthConfig
+
+
+def register(sub: Any) -> None:
+    """Add `ssetap check` to the CLI's subcommands."""
+    p = sub.add_parser(
+        "check", help="flag stream-health, protocol and security problems in a capture",
+        description="Re-run ssetap's stream-health checks over a capture: missing heartbeats, "
+        "idle-timeout closes, buffering, truncated streams, reconnect storms, resume gaps, "
+        "request timeouts, late/orphan/duplicate responses, lost sessions and security "
+        "mistakes. Reports by session, worst first; stores its flags in the capture.")
+    p.add_argument("db", help="capture file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--fail-on", choices=list(SEVERITIES), default="error",
+                   help="exit 1 if any flag is at or above this severity (default error)")
+    p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    p.add_argument("--heartbeat-interval", metavar="S",
+                   help="expected heartbeat cadence for streams that show none (default 15s)")
+    p.add_argument("--request-timeout", metavar="DURATION",
+                   help="deadline for a response, e.g. 30s (default: the recording's, or 60s)")
+    p.add_argument("--config", metavar="FILE",
+                   help="JSON file of check thresholds (fields of recorder.health.HealthConfig)")
+    p.add_argument("--no-store", action="store_true",
+                   help="do not write the flags into the capture")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recorder.check import (
+        human_report,
+        json_report,
+        junit_report,
+        run_check,
+        store_flags,
+        stored_config,
+    )
+    from recorder.health import HealthConfigError
+    from recorder.store import Capture, StoreError
+
+    try:
+        with Capture(args.db) as capture:
+            stored_options = stored_config(capture)
+        config = _config(args, stored_options)
+    except HealthConfigError as exc:
+        raise UsageError(str(exc)) from None
+    result, config = run_check(args.db, config)
+    threshold = severity_rank(args.fail_on)
+    failed = any(severity_rank(f.severity) >= threshold for f in result.flags)
+    stored = False
+    if not args.no_store:
+        try:
+            store_flags(result)
+            stored = True
+        except (StoreError, OSError) as exc:
+            print(f"ssetap: note: flags not stored in the capture ({exc})", file=sys.stderr)
+    if args.junit:
+        try:
+            Path(args.junit).write_bytes(junit_report(result, args.fail_on))
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.junit}: {exc.strerror}") from None
+    if args.json:
+        report = json_report(result, config, args.fail_on, failed, stored)
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(human_report(result, args.fail_on))
+    return 1 if failed else 0
+
+
+def _config(args: argparse.Namespace, stored: dict[str, Any]) -> HealthConfig:
+    from recorder.health import HealthConfig, config_from_mapping
+    from recorder.live import read_config_file
+
+    config = config_from_mapping(stored, HealthConfig())
+    if args.config:
+        config = config_from_mapping(read_config_file(args.config), config)
+    options: dict[str, Any] = {}
+    if args.request_timeout is not None:
+        options["request_timeout"] = args.request_timeout
+    if args.heartbeat_interval is not None:
+        options["heartbeat_interval"] = args.heartbeat_interval
+    return config_from_mapping(options, config)

@@ -1,0 +1,104 @@
+"""`ssetap record`: run the recording proxy in front of an MCP server (or as a regular proxy)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import orjson
+
+from recorder.usage import UsageError
+
+
+def register(sub: Any) -> None:
+    """Add `ssetap record` to the CLI's subcommands."""
+    p = sub.add_parser("record", help="run a recording proxy in front of an MCP server",
+                       description="Run mitmproxy with the ssetap recorder. Point the MCP client "
+                       "at the proxy instead of the server. Ctrl-C or SIGTERM flushes and exits 0.")
+    p.add_argument("--upstream", help="the MCP server's base URL (reverse mode), e.g. "
+                   "http://127.0.0.1:8000")
+    p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to listen on "
+                   "(default 127.0.0.1:8080; port 0 picks a free one)")
+    p.add_argument("--db", required=True, help="capture file (SQLite) to write")
+    p.add_argument("--mode", choices=["reverse", "regular"], default="reverse",
+                   help="reverse proxy in front of --upstream (default), or a regular HTTP(S) "
+                   "proxy for clients configured with HTTP_PROXY")
+    p.add_argument("--raw", action="store_true", help="store secrets unredacted (opt-in)")
+    p.add_argument("--request-timeout", help="flag calls unanswered after this long, e.g. 30s")
+    p.add_argument("--check-config", metavar="FILE", help="JSON file of thresholds for the live "
+                   "checks (the same as `ssetap check --config`)")
+    p.add_argument("--quiet", action="store_true", help="only print errors")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recorder.proxy import ProxyConfig, ProxyError, parse_listen, parse_upstream, run_proxy
+
+    try:
+        host, port = parse_listen(args.listen)
+        if args.mode == "reverse":
+            if not args.upstream:
+                raise UsageError("--upstream is required in reverse mode (or use --mode regular)")
+            upstream: str | None = parse_upstream(args.upstream)
+        else:
+            upstream = None
+        config = ProxyConfig(db=args.db, listen_host=host, listen_port=port, mode=args.mode,
+                             upstream=upstream, raw=args.raw, checks=_checks_json(args),
+                             quiet=args.quiet)
+        _check_writable(args.db)
+        code = run_proxy(config)
+    except ProxyError as exc:
+        raise UsageError(str(exc)) from None
+    if code == 0:
+        _summarise(args.db)
+    return code
+
+
+def _checks_json(args: argparse.Namespace) -> str:
+    """The live checks' options, validated here so a typo fails before the proxy starts."""
+    from recorder.health import HealthConfigError
+    from recorder.live import load_config
+
+    options = _checks_options(args)
+    try:
+        load_config(options)
+    except HealthConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return options
+
+
+def _checks_options(args: argparse.Namespace) -> str:
+    config_file = getattr(args, "check_config", None)
+    options = {"request_timeout": getattr(args, "request_timeout", None),
+               "quiet": True if getattr(args, "quiet", False) else None,
+               "config_file": os.path.abspath(config_file) if config_file else None}
+    return orjson.dumps({k: v for k, v in options.items() if v is not None}).decode()
+
+
+def _check_writable(db: str) -> None:
+    from pathlib import Path
+
+    from recorder.store import Capture
+
+    path = Path(db)
+    if path.is_dir():
+        raise UsageError(f"{db} is a directory; --db needs a file path")
+    if not path.parent.exists():
+        raise UsageError(f"directory {path.parent} does not exist")
+    if path.exists() and path.stat().st_size:
+        Capture(path).close()  # refuses a file that is not an ssetap capture
+
+
+def _summarise(db: str) -> None:
+    from recorder.store import Capture, StoreError
+
+    try:
+        with Capture(db) as capture:
+            counts = capture.counts()
+    except StoreError:
+        return
+    print(f"ssetap: recorded {counts['sessions']} sessions, {counts['exchanges']} HTTP exchanges, "
+          f"{counts['messages']} messages, {counts['sse_events']} SSE events and comments "
+          f"into {db}", file=sys.stderr)
