@@ -92,7 +92,7 @@ def build_server(*, json_response: bool = False, stateless: bool = False) -> Any
 
     @mcp.tool()
     async def countdown(  # FastMCP injects ctx by its annotation
-        ctx: Context,  # type: ignore[type-arg]
+        ctx: Context,  # type: ignore[type-arg,unused-ignore]
         n: int = 5,
         delay: float = 0.1,
     ) -> str:
