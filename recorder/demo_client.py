@@ -66,7 +66,9 @@ async def _connect_v2(url: str, transport: Transport, on_log: Any) -> AsyncItera
         yield client, info.name if info else "?", str(client.protocol_version)
 
 
-def _connect(url: str, transport: Transport, on_log: Any) -> Any:
+def connect(url: str, transport: Transport, on_log: Any = None) -> Any:
+    """An async context manager yielding (client, server name, protocol version) on the
+    installed SDK: an initialized v1 `ClientSession`, or a v2 `mcp.Client`."""
     if transport not in ("sse", "streamable-http"):
         raise ValueError(f"unknown transport {transport!r}")
     return (_connect_v2 if sdk.generation() >= 2 else _connect_v1)(url, transport, on_log)
@@ -109,7 +111,7 @@ async def run_script(
 
         uri = AnyUrl
     summary["sdk"] = sdk.describe()
-    async with _connect(url, transport, on_log) as (session, server_name, protocol_version):
+    async with connect(url, transport, on_log) as (session, server_name, protocol_version):
         summary["server_name"] = server_name
         summary["protocol_version"] = protocol_version
         log(f"initialized {server_name} (protocol {protocol_version}) over {transport}")

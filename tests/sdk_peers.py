@@ -36,3 +36,8 @@ def mcp2_python() -> str:
     if os.environ.get("SSETAP_MCP2_PYTHON"):
         return os.environ["SSETAP_MCP2_PYTHON"]
     return str(_SIDE_VENV) if _SIDE_VENV.exists() else ""
+
+
+# What the demo client negotiates with the demo server on this SDK, and its first request.
+DEMO_PROTOCOL = "2026-07-28" if GENERATION >= 2 else "2025-11-25"
+FIRST_METHOD = "server/discover" if GENERATION >= 2 else "initialize"
