@@ -110,8 +110,9 @@ async def test_ping_interval_heartbeats_on_legacy_stream() -> None:
     try:
         watcher = asyncio.create_task(_read_sse(default.mcp_url, default_lines))
         try:
-            # Three 0.2 s heartbeats take ~0.6 s; the default interval would take 45 s.
-            async with asyncio.timeout(1.2):
+            # Three 0.2 s heartbeats take ~0.6 s; the default interval would take 45 s, and
+            # its first ping comes at 15 s: 10 s is margin for a loaded machine, not a race.
+            async with asyncio.timeout(10):
                 await _read_sse(fast.mcp_url, fast_lines, until_pings=3)
         finally:
             watcher.cancel()
