@@ -21,10 +21,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from recorder.ingest import Ingest, Observation, Observer
 from recorder.live import observers_for
 from recorder.redact import Redactor, new_key
+from recorder.redact_stage import RedactionStage
 from recorder.store import StoreError, StoreWriter
 
 TICK_SECONDS = 0.2
@@ -71,8 +73,10 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
     writer = StoreWriter(db)
     redactor = Redactor(None if raw else load_key(db))
     writer.set_meta("redaction", "off (raw capture)" if raw else "hmac-sha256 pseudonyms")
-    observers = observers_factory(writer) if observers_factory else []
-    ingest = Ingest(writer, redactor, observers)
+    # One redaction stage in front of the writer, for ingest's rows and the checks' flags alike.
+    stage = RedactionStage(writer, redactor)
+    observers = observers_factory(cast(StoreWriter, stage)) if observers_factory else []
+    ingest = Ingest(stage, redactor, observers)
     reader = FrameReader()
     stopping = False
 
