@@ -275,3 +275,34 @@ def session_param(url: str) -> str | None:
 def token_params(url: str) -> list[str]:
     """Names of query parameters that carry credentials (for the token-in-url check)."""
     return classify.secret_query_params(url)
+
+
+# --- What a capture holds ----------------------------------------------------------------------
+
+# `meta.redaction` values.
+REDACTED = "hmac-sha256 pseudonyms"
+RAW = "off (raw capture)"
+MIXED = "mixed: raw and redacted recordings (run `ssetap redact` before sharing it)"
+
+
+def redaction_after(previous: str | None, recording: str) -> str:
+    """`meta.redaction` once a recording (RAW or REDACTED) is appended to a capture."""
+    if previous is None or previous == recording:
+        return recording
+    return MIXED
+
+
+def redaction_state(meta: dict[str, str]) -> str:
+    """`raw`, `redacted` or `mixed` (a capture from before the key existed counts as redacted)."""
+    value = meta.get("redaction", REDACTED)
+    if value == MIXED or value.startswith("mixed"):
+        return "mixed"
+    return "raw" if value == RAW or value.startswith("off") else "redacted"
+
+
+def mixed_warning(meta: dict[str, str], path: str) -> str | None:
+    """The one-line warning `sessions` and `check` print for a mixed capture."""
+    if redaction_state(meta) != "mixed":
+        return None
+    return (f"ssetap: warning: {path} holds raw and redacted recordings; secrets of the raw "
+            f"ones are in it (`ssetap redact {path} OUT.db` makes a shareable copy)")

@@ -26,6 +26,12 @@ def register(sub: Any) -> None:
                    help="reverse proxy in front of --upstream (default), or a regular HTTP(S) "
                    "proxy for clients configured with HTTP_PROXY")
     p.add_argument("--raw", action="store_true", help="store secrets unredacted (opt-in)")
+    p.add_argument("--redact-path", action="append", metavar="[METHOD[:NAME]] PATH",
+                   help="also redact this JSON path of MCP messages, e.g. "
+                   "'$.params.arguments.password' or 'tools/call:login $.params.arguments.*'; "
+                   "repeatable")
+    p.add_argument("--redact-rules", metavar="FILE", help="file of redact paths, one "
+                   "`[METHOD[:NAME]] PATH` a line (the syntax of replay's ignore rules)")
     p.add_argument("--request-timeout", help="flag calls unanswered after this long, e.g. 30s")
     p.add_argument("--check-config", metavar="FILE", help="JSON file of thresholds for the live "
                    "checks (the same as `ssetap check --config`)")
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             upstream = None
         config = ProxyConfig(db=args.db, listen_host=host, listen_port=port, mode=args.mode,
                              upstream=upstream, raw=args.raw, checks=_checks_json(args),
-                             quiet=args.quiet)
+                             quiet=args.quiet, redact_paths=redact_paths(args))
         _check_writable(args.db)
         code = run_proxy(config)
     except ProxyError as exc:
@@ -54,6 +60,29 @@ def run(args: argparse.Namespace) -> int:
     if code == 0:
         _summarise(args.db)
     return code
+
+
+def redact_paths(args: argparse.Namespace) -> str:
+    """The redact path rules of `--redact-path` and `--redact-rules`, checked, one a line."""
+    from recorder.json_paths import PathError, parse_rules
+
+    lines = list(getattr(args, "redact_path", None) or [])
+    rules_file = getattr(args, "redact_rules", None)
+    if rules_file:
+        try:
+            with open(rules_file, encoding="utf-8") as f:
+                lines.append(f.read())
+        except OSError as exc:
+            raise UsageError(f"cannot read {rules_file}: {exc.strerror}") from None
+    text = "\n".join(lines)
+    try:
+        parse_rules(text, rules_file or "--redact-path")
+    except PathError as exc:
+        raise UsageError(str(exc)) from None
+    if text.strip() and getattr(args, "raw", False):
+        raise UsageError("--raw stores everything as it came; it cannot be combined with "
+                         "--redact-path or --redact-rules")
+    return text
 
 
 def _checks_json(args: argparse.Namespace) -> str:
