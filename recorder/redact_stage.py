@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 import recorder.json_paths as json_paths
+from recorder.model import INVALID
 from recorder.redact import Redactor
 
 _SESSION_KEY_PREFIXES = ("sid:", "legacy:")
@@ -93,7 +94,10 @@ class RedactionStage:
             out["key"] = self.session_key(out["key"])
         elif table == "exchanges":
             self._exchange(row_id, out)
-        elif table in ("messages", "sse_events") and self.paths:
+        elif table == "messages" and out.get("kind") == INVALID and isinstance(out.get("json"), str):
+            # Not JSON-RPC (an OAuth token response read as JSON): redacted like such a body.
+            out["json"] = r.body(out["json"].encode(), "application/json").decode()
+        if table in ("messages", "sse_events") and self.paths:
             self._paths(table, out)
         for column, value in out.items():
             # Everything else: scrubbed of every secret learned so far.
