@@ -15,6 +15,9 @@ Design notes:
   across two chunks is scrubbed in the joined bytes and each part stored at its own offset.
 - Redact paths (`--redact-path`) replace chosen JSON values of MCP messages wherever the message
   is stored: its row, the request body it came in, the SSE event that carried it.
+- Rows are redacted in place: an observer shown a row after it was stored (the live checks,
+  a live exporter) sees what the capture holds, never the secret. Ingest's own state (session
+  lookups, correlation) keeps the values as they came.
 - The stage is also how `ssetap redact` re-redacts an old capture: the same rows, fed again.
 """
 
@@ -64,7 +67,8 @@ class RedactionStage:
         if table == "chunks":
             self._chunk(row)
             return
-        self.sink.insert(table, self._row(table, row.get("id"), row))
+        row.update(self._row(table, row.get("id"), row))
+        self.sink.insert(table, row)
 
     def update(self, table: str, row_id: int, changes: dict[str, Any]) -> None:
         if self.redactor.raw:
@@ -72,7 +76,8 @@ class RedactionStage:
             return
         if table == "streams" and "closed_at" in changes:
             self.flush_stream(row_id)
-        self.sink.update(table, row_id, self._row(table, row_id, changes))
+        changes.update(self._row(table, row_id, changes))
+        self.sink.update(table, row_id, changes)
 
     def flush_stream(self, stream_id: int) -> None:
         """Store the chunk held back for a stream (at its close, or the end of a run)."""
