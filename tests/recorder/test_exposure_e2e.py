@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from recorder.asgi_thread import AppServer
 from recorder.cli import main
 from recorder.listen import ListenError, check_exposure, is_loopback, upstream_allowed
 from tests.conftest import RawServer
@@ -137,9 +138,31 @@ def test_an_opted_in_regular_proxy_needs_auth_and_forwards_only_to_its_allow_lis
 # --- Reverse mode keeps the client's Host, so the upstream's rebinding defence works -------
 
 
+def sdk_server() -> AppServer:
+    """The installed SDK's own server on 127.0.0.1, with its DNS-rebinding protection on (both
+    generations turn it on for a loopback host: `TransportSecuritySettings`)."""
+    try:
+        from mcp.server.fastmcp import FastMCP
+    except ImportError:  # mcp 2
+        from mcp.server.mcpserver import MCPServer
+
+        app = MCPServer("guarded").streamable_http_app(host="127.0.0.1")
+    else:
+        app = FastMCP("guarded").streamable_http_app()
+    return AppServer(app, lifespan="on", name="guarded-sdk-server").start()
+
+
 def test_reverse_mode_keeps_host_and_origin_for_the_sdk_servers_rebinding_defence(
-        record, mcp_server, tmp_path: Path) -> None:
-    server = mcp_server("streamable-http")  # FastMCP on 127.0.0.1: DNS-rebinding protection on
+        record, tmp_path: Path) -> None:
+    server = sdk_server()
+    try:
+        _host_and_origin_through(record, server, tmp_path)
+    finally:
+        server.stop()
+
+
+def _host_and_origin_through(record, server: AppServer, tmp_path: Path) -> None:
+    mcp_url = server.url + "/mcp"
     rec = record(server.url, db=tmp_path / "c.db")
     initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
                   "params": {"protocolVersion": "2025-06-18", "capabilities": {},
@@ -147,9 +170,9 @@ def test_reverse_mode_keeps_host_and_origin_for_the_sdk_servers_rebinding_defenc
     accept = {"accept": "application/json, text/event-stream"}
     with httpx.Client(trust_env=False, timeout=10) as client:
         # Directly, the SDK server refuses a foreign Host with 421 and a foreign Origin with 403.
-        direct_host = client.post(server.mcp_url, json=initialize,
+        direct_host = client.post(mcp_url, json=initialize,
                                   headers={**accept, "host": "evil.example"})
-        direct_origin = client.post(server.mcp_url, json=initialize,
+        direct_origin = client.post(mcp_url, json=initialize,
                                     headers={**accept, "origin": "http://evil.example"})
         assert (direct_host.status_code, direct_origin.status_code) == (421, 403)
         # Through ssetap the same refusals reach the client.
