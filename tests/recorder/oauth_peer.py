@@ -8,9 +8,7 @@ provider that remembers every secret it hands out, so the test can search captur
 
 from __future__ import annotations
 
-import secrets
 import socket
-import string
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,13 +28,7 @@ from mcp.server.fastmcp import FastMCP
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from recorder.demo_server import ServerHandle
-
-ALNUM = string.ascii_letters + string.digits
-
-
-def random_secret(prefix: str = "", length: int = 40) -> str:
-    """A distinctive random secret (letters and digits: the same bytes however it is encoded)."""
-    return prefix + "".join(secrets.choice(ALNUM) for _ in range(length))
+from tests.recorder.secrets_corpus import random_secret
 
 
 def free_port() -> int:

@@ -5,10 +5,6 @@ ssetap wrote searched for each secret. And `ssetap redact` of a `--raw` capture 
 from __future__ import annotations
 
 import asyncio
-import base64
-import secrets as random
-import string
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -22,56 +18,8 @@ from mcp.client.streamable_http import streamablehttp_client
 
 from recorder.cli import main
 from tests.recorder.capture_query import q
-from tests.recorder.oauth_peer import (
-    free_port,
-    oauth_client,
-    random_secret,
-    start_oauth_server,
-)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def fake_jwt() -> str:
-    body = _b64(b'{"sub":"' + random_secret().encode() + b'"}')
-    return f"eyJhbGciOiJIUzI1NiJ9.{body}.{random_secret(length=43)}"
-
-
-def fake_aws_key_id() -> str:
-    return "AKIA" + "".join(random.choice(string.ascii_uppercase + string.digits)
-                            for _ in range(16))
-
-
-@dataclass
-class Corpus:
-    """What the client sends; `secrets` also gathers what the servers hand out."""
-
-    headers: dict[str, str]
-    query: dict[str, str]
-    password: str
-    secrets: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls) -> Corpus:
-        headers = {
-            "X-Auth": random_secret("xauth"),
-            "X-Api-Key": random_secret("apikey"),
-            "X-Amz-Security-Token": random_secret("amz"),
-            "Cookie": f"session={random_secret('cookie')}; theme=dark",
-            "X-Debug": f"trace {fake_jwt()}",
-            "X-Trace": f"key={fake_aws_key_id()}",
-        }
-        query = {name: random_secret(name.replace("-", "")) for name in (
-            "access_key", "X-Amz-Signature", "jwt", "bearer", "authorization", "credentials",
-            "client_key")}
-        corpus = cls(headers, query, random_secret("pw"))
-        corpus.secrets.update({f"header {k}": v.split("=", 1)[-1].split(";")[0].split()[-1]
-                               for k, v in headers.items()})
-        corpus.secrets.update({f"query {k}": v for k, v in query.items()})
-        corpus.secrets["tool argument password"] = corpus.password
-        return corpus
+from tests.recorder.oauth_peer import free_port, oauth_client, start_oauth_server
+from tests.recorder.secrets_corpus import Corpus, leaks, shape_of
 
 
 async def _session(url: str, corpus: Corpus) -> dict[str, str]:
@@ -110,32 +58,6 @@ def run_corpus(record, tmp_path: Path, name: str, *args: str) -> tuple[Path, Cor
     corpus.secrets["state"] = seen["state"]
     corpus.secrets["code (Location)"] = seen["code"]
     return db, corpus
-
-
-def files_written(directory: Path) -> list[Path]:
-    found = [p for p in directory.iterdir() if p.is_file()]
-    assert any(p.name.endswith(".db") for p in found)
-    return found
-
-
-def leaks(directory: Path, corpus: Corpus) -> dict[str, list[str]]:
-    """Each secret found in any byte of any file under `directory` -> the files."""
-    out: dict[str, list[str]] = {}
-    contents = {p.name: p.read_bytes() for p in files_written(directory)}
-    for label, secret in corpus.secrets.items():
-        where = [name for name, data in contents.items() if secret.encode() in data]
-        if where:
-            out[label] = where
-    return out
-
-
-def shape_of(db: Path) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
-    """Sessions (transport) and calls (method, tool name, outcome): what must survive redaction."""
-    sessions = q(db, "SELECT transport FROM sessions WHERE key LIKE 'sid:%' ORDER BY id")
-    calls = q(db, "SELECT c.method, json_extract(m.json, '$.params.name'), c.outcome "
-                  "FROM calls c JOIN messages m ON m.call_id = c.id AND m.direction = 'c2s' "
-                  "ORDER BY c.id")
-    return sessions, calls
 
 
 EXPECTED_TOOLS = [("tools/call", "echo", "result"), ("tools/call", "echo", "result"),
