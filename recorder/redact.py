@@ -10,6 +10,11 @@ Design notes:
   the same length and character classes. Every secret learned is also scrubbed from stored bytes
   (bodies, SSE data, raw chunks) with a same-length substitute, so byte offsets of events in raw
   chunks stay true.
+- What is secret is decided by `recorder.secrets` (the one classifier); this module decides
+  what each kind becomes. Values whose shape says "secret" (JWTs, AWS key ids, `Bearer`
+  credentials, long random tokens) are replaced in any header and URL; OAuth fields in form
+  and JSON bodies; the query strings of `Location`, `Referer` and `Content-Location`.
+- The `Redactor` holds values; `recorder.redact_stage` applies it to rows.
 - A `Redactor(None)` is the opt-in raw mode: everything passes through.
 - Only what is stored is redacted; forwarded traffic is never touched (the addon keeps the flow).
 """
