@@ -330,7 +330,9 @@ class Ingest:
             "response_content_type": ctype or None, "response_at": t, "streamed": int(streamed),
             "mcp": int(flow.mcp),
         }
-        self.sink.update("exchanges", flow.exchange_id, {k: v for k, v in row.items() if k != "id"})
+        changes = {k: v for k, v in row.items() if k != "id"}
+        self.sink.update("exchanges", flow.exchange_id, changes)
+        row.update(changes)  # as stored (redacted), for the observers
         if flow.session is None and session_header and 200 <= status < 300:
             key = "sid:" + session_header
             self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)

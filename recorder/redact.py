@@ -10,6 +10,11 @@ Design notes:
   the same length and character classes. Every secret learned is also scrubbed from stored bytes
   (bodies, SSE data, raw chunks) with a same-length substitute, so byte offsets of events in raw
   chunks stay true.
+- What is secret is decided by `recorder.secrets` (the one classifier); this module decides
+  what each kind becomes. Values whose shape says "secret" (JWTs, AWS key ids, `Bearer`
+  credentials, long random tokens) are replaced in any header and URL; OAuth fields in form
+  and JSON bodies; the query strings of `Location`, `Referer` and `Content-Location`.
+- The `Redactor` holds values; `recorder.redact_stage` applies it to rows.
 - A `Redactor(None)` is the opt-in raw mode: everything passes through.
 - Only what is stored is redacted; forwarded traffic is never touched (the addon keeps the flow).
 """
@@ -58,6 +63,11 @@ class Redactor:
         self.key = key
         self._scrub: dict[bytes, bytes] = {}
         self._pattern: re.Pattern[bytes] | None = None
+        # The same, for text (stored SSE data and messages are str: no encode/decode round trip).
+        self._scrub_text: dict[str, str] = {}
+        self._text_pattern: re.Pattern[str] | None = None
+        # The last text scrubbed: a lone message's row holds the very str of its SSE event.
+        self._memo: tuple[str, str] | None = None
 
     @property
     def raw(self) -> bool:
@@ -115,9 +125,14 @@ class Redactor:
         if raw in self._scrub:
             return
         self._scrub[raw] = replacement.encode()
+        self._scrub_text[secret] = replacement
+        self._memo = None
         # Longest first, so a secret that contains another is replaced whole.
         self._pattern = re.compile(
             b"|".join(re.escape(s) for s in sorted(self._scrub, key=len, reverse=True))
+        )
+        self._text_pattern = re.compile(
+            "|".join(re.escape(s) for s in sorted(self._scrub_text, key=len, reverse=True))
         )
 
     def learn_credential(self, secret: str, kind: str) -> None:
@@ -135,9 +150,15 @@ class Redactor:
         return self._pattern.sub(lambda m: table[m.group(0)], data)
 
     def scrub_text(self, text: str) -> str:
-        if self._pattern is None or not text:
+        if self._text_pattern is None or not text:
             return text
-        return self.scrub(text.encode()).decode("utf-8", "replace")
+        memo = self._memo
+        if memo is not None and memo[0] is text:
+            return memo[1]
+        table = self._scrub_text
+        out = self._text_pattern.sub(lambda m: table[m.group(0)], text)
+        self._memo = (text, out)
+        return out
 
     def header(self, name: str, value: str) -> str:
         """The stored form of one header value (learned secrets of other headers not scrubbed:

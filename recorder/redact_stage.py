@@ -32,6 +32,16 @@ from recorder.model import INVALID
 from recorder.redact import Redactor
 
 _SESSION_KEY_PREFIXES = ("sid:", "legacy:")
+# Columns redacted by their own rule above the generic scrub.
+_DONE = {"exchanges": frozenset({"url", "request_headers", "response_headers", "request_body",
+                                 "response_body"}),
+         "sessions": frozenset({"key"})}
+# Columns that hold structure (ids, times, kinds, JSON-RPC methods), never a secret: skipping
+# them keeps the generic scrub off the worker's hottest rows' fixed columns.
+_STRUCTURAL = frozenset({"id", "session_id", "exchange_id", "stream_id", "sse_event_id",
+                         "call_id", "message_id", "t", "start", "end", "seq", "offset", "kind",
+                         "direction", "method", "rpc_id", "batch_index", "retry", "status",
+                         "severity", "source", "transport", "role", "type"})
 
 
 class Sink(Protocol):
@@ -50,6 +60,8 @@ class RedactionStage:
         self.paths = paths
         self._content_types: dict[int, tuple[str | None, str | None]] = {}
         self._held: dict[int, dict[str, Any]] = {}
+        # Which columns of a row of this shape (table and column names) the generic scrub visits.
+        self._scrubbed_columns: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
     def __getattr__(self, name: str) -> Any:
         # flush, set_meta, delete_where, backlog...: the writer's other operations pass through.
@@ -67,7 +79,7 @@ class RedactionStage:
         if table == "chunks":
             self._chunk(row)
             return
-        row.update(self._row(table, row.get("id"), row))
+        self._row(table, row.get("id"), row)
         self.sink.insert(table, row)
 
     def update(self, table: str, row_id: int, changes: dict[str, Any]) -> None:
@@ -76,7 +88,7 @@ class RedactionStage:
             return
         if table == "streams" and "closed_at" in changes:
             self.flush_stream(row_id)
-        changes.update(self._row(table, row_id, changes))
+        self._row(table, row_id, changes)
         self.sink.update(table, row_id, changes)
 
     def flush_stream(self, stream_id: int) -> None:
@@ -92,8 +104,8 @@ class RedactionStage:
 
     # Per table -------------------------------------------------------------------------------
 
-    def _row(self, table: str, row_id: Any, row: dict[str, Any]) -> dict[str, Any]:
-        out = dict(row)
+    def _row(self, table: str, row_id: Any, out: dict[str, Any]) -> None:
+        """Redact one row (or the changes of an update) in place."""
         r = self.redactor
         if table == "sessions" and isinstance(out.get("key"), str):
             out["key"] = self.session_key(out["key"])
@@ -104,16 +116,20 @@ class RedactionStage:
             out["json"] = r.body(out["json"].encode(), "application/json").decode()
         if table in ("messages", "sse_events") and self.paths:
             self._paths(table, out)
-        for column, value in out.items():
-            # Everything else: scrubbed of every secret learned so far.
-            if column in ("url", "request_headers", "response_headers", "request_body",
-                          "response_body", "key") and table in ("exchanges", "sessions"):
-                continue
+        # Everything else, whatever table or column it is: scrubbed of every secret learned
+        # so far (structural columns, like ids and times, excepted for speed).
+        shape = (table, tuple(out))
+        columns = self._scrubbed_columns.get(shape)
+        if columns is None:
+            done = _DONE.get(table, frozenset())
+            columns = tuple(c for c in out if c not in _STRUCTURAL and c not in done)
+            self._scrubbed_columns[shape] = columns
+        for column in columns:
+            value = out[column]
             if isinstance(value, str):
                 out[column] = r.scrub_text(value)
             elif isinstance(value, bytes):
                 out[column] = r.scrub(value)
-        return out
 
     def session_key(self, key: str) -> str:
         """`sid:<id>` and `legacy:<id>` keep their prefix; the id becomes its pseudonym."""

@@ -40,3 +40,36 @@ def test_lock_and_key_files_are_never_followed_through_a_symlink(tmp_path: Path,
         else:
             load_key(tmp_path / "capture.db")
     assert victim.read_bytes() == b"x" * 32
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_redact_refuses_bad_input_in_one_line(tmp_path: Path, capsys) -> None:
+    source = tmp_path / "in.db"
+    assert main(["redact", str(source), str(tmp_path / "out.db")]) == 2
+    assert "does not exist" in one_line_error(capsys)
+    source.write_bytes(b"not a capture at all")
+    assert main(["redact", str(source), str(tmp_path / "out.db")]) == 2
+    assert "not a readable SQLite capture" in one_line_error(capsys)
+    assert not (tmp_path / "out.db").exists() and not (tmp_path / "out.db.key").exists()
+    assert main(["redact", str(source), str(source)]) == 2
+    assert "new file" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--redact-path", "params.x"], "starting with '$'"),
+    (["--redact-path", "tools/call:login"], "missing"),
+    (["--raw", "--redact-path", "$.params.x"], "cannot be combined"),
+    (["--redact-rules", "/nonexistent/rules"], "cannot read"),
+])
+def test_record_checks_redact_paths_before_it_starts(tmp_path: Path, capsys, args,
+                                                     message: str) -> None:
+    db = tmp_path / "c.db"
+    assert main(["record", "--mode", "regular", "--listen", "127.0.0.1:0", "--db", str(db),
+                 *args]) == 2
+    assert message in one_line_error(capsys)
+    assert not db.exists()

@@ -129,13 +129,15 @@ def test_ingest_stores_and_shows_observers_only_redacted_rows(tmp_path) -> None:
     ingest.feed(("q", "f1", 1.0, "POST", f"http://s:1/mcp?api_key={TOKEN}", "HTTP/1.1",
                  [("Content-Type", "application/json"), ("Authorization", f"Bearer {TOKEN}"), *sid],
                  b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}', "c:1"))
-    ingest.feed(("h", "f1", 1.1, 200, "OK", [("Content-Type", "text/event-stream"), *sid], True))
+    ingest.feed(("h", "f1", 1.1, 200, "OK", [("Content-Type", "text/event-stream"), *sid,
+                                             ("Set-Cookie", f"s={TOKEN[::-1]}; Path=/")], True))
     ingest.feed(("c", "f1", 1.2, f'data: {{"jsonrpc":"2.0","id":1,"result":{{"t":"{TOKEN}"}}}}\n\n'
                  .encode()))
     ingest.feed(("e", "f1", 1.3, None))
     ingest.close(2.0)
     writer.close()
-    shown = orjson.dumps([o.row for o in seen if o.kind in ("exchange", "session", "sse",
-                                                            "message")], default=str)
+    shown = orjson.dumps([o.row for o in seen if o.kind in ("exchange", "response", "session",
+                                                            "sse", "message")], default=str)
     assert TOKEN.encode() not in shown and ("9f1c" * 8).encode() not in shown
+    assert TOKEN[::-1].encode() not in shown
     assert TOKEN.encode() not in (tmp_path / "c.db").read_bytes()
