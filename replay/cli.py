@@ -58,13 +58,18 @@ def load_rules(paths: list[str]) -> list[IgnoreRule]:
 def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     try:
         timing = parse_timing(args.timing)
-        latency = parse_latency_limit(args.latency_threshold)
+        latency = parse_latency_limit(args.latency_threshold or "2x+250ms")
         rules = load_rules(args.ignore or [])
     except (PlanError, LatencyError, RulesError) as exc:
         raise ReplayUsageError(str(exc)) from None
     base = () if args.no_default_ignores else DEFAULT_RULES
     if args.timeout <= 0:
         raise ReplayUsageError("--timeout must be a positive number of seconds")
+    if args.latency_samples < 1:
+        raise ReplayUsageError("--latency-samples must be at least 1")
+    # Latency gates only when asked: --fail-on-slow, or a threshold given (other than off).
+    gated = latency.ratio is not None or latency.extra_ms is not None
+    fail_on_slow = gated and (args.fail_on_slow or args.latency_threshold is not None)
     return ReplayOptions(
         timing=timing,
         diff=DiffOptions(base + tuple(rules), volatile_values=not args.no_default_ignores),
@@ -74,6 +79,8 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         transport=args.transport,
         only=tuple(args.only or ()),
         skip=tuple(args.skip or ()),
+        fail_on_slow=fail_on_slow,
+        latency_samples=args.latency_samples,
     )
 
 

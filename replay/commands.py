@@ -38,8 +38,14 @@ def register_replay(sub: Any) -> None:
                    "values (_meta, progress tokens, session ids, timestamps)")
     p.add_argument("--header", action="append", metavar='"K: V"', help="send this header on "
                    "every request (fresh credentials: captured ones are never replayed)")
-    p.add_argument("--latency-threshold", default="2x+250ms", metavar="LIMIT", help="flag calls "
-                   "slower than recorded by more than this: 2x, 250ms, 2x+250ms (default), off")
+    p.add_argument("--latency-threshold", metavar="LIMIT", help="a call is slow when slower "
+                   "than recorded by more than this: 2x, 250ms, 2x+250ms (default), off. Slow "
+                   "calls are reported; giving a threshold also fails on them")
+    p.add_argument("--fail-on-slow", action="store_true", help="fail slow calls (judged on the "
+                   "median of --latency-samples samples), not just report them")
+    p.add_argument("--latency-samples", type=int, default=3, metavar="N", help="with "
+                   "--fail-on-slow, send a call that looks slow again until N samples and judge "
+                   "the median (default 3; 1 judges the single sample)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each "
                    "response (default 30)")
     p.add_argument("--transport", choices=["auto", "sse", "streamable-http"], default="auto",

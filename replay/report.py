@@ -43,7 +43,7 @@ def call_lines(call: CallResult, *, label_width: int = 32) -> list[str]:
         lines.append(f"          ... and {len(call.differences) - len(shown)} more differences")
     if call.detail:
         lines.append(f"          {call.detail}")
-    if call.slow and call.status != "slow":
+    if call.slow and call.status not in ("slow", MATCH):
         lines.append("          also slower than recorded beyond the latency threshold")
     return lines
 

@@ -86,6 +86,15 @@ def build_test_server(variant: str = "normal") -> FastMCP:
             await anyio.sleep(seconds * 4)
             return f"slept {seconds}s"
 
+    elif variant == "jittery":
+        import random
+
+        @mcp.tool()
+        async def jitter(label: str) -> str:
+            """Answer after a random pause (a child process per request, a cold cache)."""
+            await anyio.sleep(random.uniform(0.0, 0.6))
+            return f"done {label}"
+
     elif variant != "normal":
         raise ValueError(variant)
     return mcp
