@@ -121,7 +121,7 @@ class LiveServer:
 
 
 def start_test_server(transport: str, variant: str = "normal",
-                      ping_interval: float | None = PING_INTERVAL) -> LiveServer:
+                      ping_interval: float | None = PING_INTERVAL, port: int = 0) -> LiveServer:
     mcp = build_test_server(variant)
     app = mcp.sse_app() if transport == "sse" else mcp.streamable_http_app()
     seen: list[dict[str, str]] = []
@@ -139,7 +139,7 @@ def start_test_server(transport: str, variant: str = "normal",
             seen.append({k.decode().lower(): v.decode() for k, v in scope["headers"]})
         await app(scope, receive, send)
 
-    server = AppServer(wrapped, lifespan="on").start()
+    server = AppServer(wrapped, lifespan="on", port=port).start()
     return LiveServer(server, transport, seen)
 
 
