@@ -156,6 +156,10 @@ def parse_listen(value: str) -> tuple[str, int]:
         raise ReplayUsageError(str(exc)) from None
 
 
+def _log_line(text: str) -> None:
+    print(f"ssetap serve: {text}", file=sys.stderr, flush=True)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """`ssetap serve`: run a mock of the capture until Ctrl-C or SIGTERM."""
     from replay.catalog import build_catalog
@@ -165,11 +169,13 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         timing = parse_timing(args.timing)
         catalog = build_catalog(load_recordings(args.db, args.session, with_streams=True))
-        server = MockServer(catalog, host=host, port=port, timing=timing).start()
+        log = None if args.quiet else _log_line
+        server = MockServer(catalog, host=host, port=port, timing=timing, log=log).start()
     except (PlanError, RecordingError, MockError) as exc:
         raise ReplayUsageError(str(exc)) from None
     sessions = len(catalog.sessions)
-    print(f"ssetap: serving {catalog.requests} recorded requests from {sessions} session"
+    print(f"ssetap: serving {catalog.requests} recorded requests (initialize included) from "
+          f"{sessions} session"
           f"{'s' if sessions != 1 else ''} of {args.db} (timing {timing}) on "
           f"{server.mcp_url} (Streamable HTTP) and {server.sse_url} (HTTP+SSE)",
           file=sys.stderr, flush=True)

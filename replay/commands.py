@@ -62,7 +62,8 @@ def register_serve(sub: Any) -> None:
         "(Streamable HTTP and legacy HTTP+SSE), re-streaming recorded events and heartbeats "
         "with their recorded timing. Ctrl-C or SIGTERM stops it.")
     p.add_argument("db", help="capture file")
-    p.add_argument("--session", help="serve only this session (default: all, pooled)")
+    p.add_argument("--session", help="serve only this session (default: each client session "
+                   "from the recorded session whose initialize matches it best; logged)")
     p.add_argument("--listen", default="127.0.0.1:9000", help="HOST:PORT (default "
                    "127.0.0.1:9000; port 0 picks a free one)")
     p.add_argument("--timing", default="recorded", help="recorded (default), fast, or xN")

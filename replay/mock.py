@@ -15,6 +15,10 @@ Design notes:
   drops delays and heartbeats, `xN` divides delays by N.
 - Sessions live in memory for the life of the server; each has its own matcher, so repeated
   identical requests get the recorded sequence of answers.
+- Many recorded sessions: a client session's `initialize` picks the recorded session that
+  best matches it (`catalog.choose_profile`; the choice is logged), whose handshake and
+  answers serve it from then on; a request that session never made falls back to the
+  answers of all sessions pooled. `--session` loads one session, which then serves everyone.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -40,8 +44,11 @@ from replay.catalog import (
     RESPONSE,
     SERVER_REQUEST,
     Catalog,
+    ProfileChoice,
     Reply,
     ScriptItem,
+    SessionProfile,
+    choose_profile,
 )
 from replay.matching import Matcher
 from replay.plan import RECORDED, Timing
@@ -61,6 +68,9 @@ class MockSession:
     id: str
     matcher: Matcher[Reply]
     next_server_id: int = 1
+    # The recorded session serving this one (chosen at initialize) and the pooled fallback.
+    profile: SessionProfile | None = None
+    pooled: Matcher[Reply] | None = None
     # Legacy transport: everything the session stream will carry.
     outbox: asyncio.Queue[bytes] | None = None
     # Scripts still playing, by the client's request id key (for cancellation).
@@ -83,12 +93,17 @@ def _rpc_error(request_id: Any, code: int, message: str, data: Any = None) -> di
 class MockApp:
     """The ASGI application and the session state behind it."""
 
-    def __init__(self, catalog: Catalog, timing: Timing = RECORDED) -> None:
+    def __init__(self, catalog: Catalog, timing: Timing = RECORDED,
+                 log: Callable[[str], None] | None = None) -> None:
         self.catalog = catalog
         self.timing = timing
+        self.log = log
         self.sessions: dict[str, MockSession] = {}
         self._stateless = MockSession("", catalog.index.matcher())
         self.unmatched = 0
+        # Which recorded session served each client session, in order (also logged).
+        self.choices: list[ProfileChoice] = []
+        self._client_sessions = 0
         routes = [
             Route(catalog.streamable_path, self.streamable, methods=["GET", "POST", "DELETE"]),
             Route(catalog.sse_path, self.legacy_stream, methods=["GET"]),
@@ -167,9 +182,13 @@ class MockApp:
     def _answer(self, session: MockSession, method: str, params: Any,
                 client_id: Any) -> Reply | dict[str, Any]:
         """The recorded reply to this request, or an error response naming the closest one."""
-        if method == "initialize" and self.catalog.initialize is not None:
-            return self.catalog.initialize
+        if method == "initialize":
+            chosen = self._choose(session, params)
+            if chosen is not None:
+                return chosen
         candidate = session.matcher.match(method, params)
+        if candidate is None and session.pooled is not None:
+            candidate = session.pooled.match(method, params)
         if candidate is not None:
             return candidate.value
         if method == "ping":
@@ -191,6 +210,32 @@ class MockApp:
                 f"{closest.describe()}")
         return _rpc_error(client_id, -32602 if same else -32601, text,
                           {"closest": {"method": closest.method, "params": closest.params}})
+
+    def _choose(self, session: MockSession, params: Any) -> Reply | None:
+        """Serve this client session from the best-matching recorded session; its handshake."""
+        choice = choose_profile(self.catalog.profiles, params)
+        if choice is None:
+            return self.catalog.initialize
+        profile = choice.profile
+        if session is not self._stateless:
+            session.profile = profile
+            session.pooled = session.matcher
+            session.matcher = profile.index.matcher()
+        self._client_sessions += 1
+        self.choices.append(choice)
+        if self.log is not None:
+            info = params.get("clientInfo") if isinstance(params, dict) else None
+            name = info.get("name") if isinstance(info, dict) else None
+            version = params.get("protocolVersion") if isinstance(params, dict) else None
+            self.log(f"client session {self._client_sessions} ({name or 'unnamed client'}, "
+                     f"protocol {version or '?'}) served from {profile.describe()}: "
+                     f"{choice.reason}")
+        return profile.initialize
+
+    def _stream_items(self, session: MockSession) -> tuple[ScriptItem, ...]:
+        if session.profile is not None and len(self.catalog.profiles) > 1:
+            return session.profile.stream_items
+        return self.catalog.stream_items
 
     @staticmethod
     def _token(params: Any) -> Any:
@@ -321,7 +366,7 @@ class MockApp:
 
         async def schedule() -> None:
             never = asyncio.Event()
-            async for frame in self._frames(session, self.catalog.stream_items, None, None,
+            async for frame in self._frames(session, self._stream_items(session), None, None,
                                             never):
                 outbox.put_nowait(frame)
 
@@ -411,8 +456,8 @@ class MockServer(AppServer):
     """A mock serving a catalog (see MockApp) from a background thread."""
 
     def __init__(self, catalog: Catalog, *, host: str = "127.0.0.1", port: int = 0,
-                 timing: Timing = RECORDED) -> None:
-        self.mock = MockApp(catalog, timing)
+                 timing: Timing = RECORDED, log: Callable[[str], None] | None = None) -> None:
+        self.mock = MockApp(catalog, timing, log)
         try:
             super().__init__(self.mock.app, host=host, port=port, name="ssetap-mock")
         except AppServerError as exc:

@@ -1,0 +1,114 @@
+"""A multi-session mock: each client session is served from the recorded session it matches.
+
+The capture holds two sessions recorded by the SDK's client through `ssetap record`: one
+asking 2025-11-25 against the normal server, then (the server restarted on the same port as
+its next version) one asking 2025-06-18, whose `echo` answers in capitals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamable_http_client
+from replay_helpers import LiveServer, record_capture, start_test_server, text_of
+
+from replay.catalog import build_catalog, choose_profile
+from replay.mock import MockServer
+from replay.plan import FAST
+from replay.recording import load_recordings
+
+NEW, OLD = "2025-11-25", "2025-06-18"
+
+
+@contextlib.contextmanager
+def asking(version: str) -> Iterator[None]:
+    """Make the SDK's client ask for `version` in its initialize (both SDK generations)."""
+    import mcp.client.session as client_session
+
+    target: Any = client_session
+    name = "LATEST_HANDSHAKE_VERSION"
+    if not hasattr(client_session, name):
+        target, name = client_session.types, "LATEST_PROTOCOL_VERSION"  # mcp 1.x
+    old = getattr(target, name)
+    setattr(target, name, version)
+    try:
+        yield
+    finally:
+        setattr(target, name, old)
+
+
+async def _session(url: str, version: str, client: str) -> tuple[str, str]:
+    """(negotiated protocol version, echo's answer) for an SDK client asking `version`."""
+    with asking(version):
+        async with contextlib.AsyncExitStack() as stack:
+            streams = await stack.enter_async_context(streamable_http_client(url))
+            session = await stack.enter_async_context(ClientSession(
+                streams[0], streams[1],
+                client_info=types.Implementation(name=client, version="1.0")))
+            result = await session.initialize()
+            negotiated = getattr(result, "protocolVersion", None) or result.protocol_version
+            echo = text_of(await session.call_tool("echo", {"text": "hello"}))
+    return str(negotiated), echo
+
+
+@pytest.fixture(scope="module")
+def two_sessions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("two") / "two.db"
+    servers: list[LiveServer] = [start_test_server("streamable-http")]
+
+    def drive(proxy: str) -> None:
+        assert asyncio.run(_session(proxy + "/mcp", NEW, "client-new")) == (NEW, "hello")
+        port = servers[0].server.port
+        servers[0].stop()
+        servers.append(start_test_server("streamable-http", "changed_output", port=port))
+        assert asyncio.run(_session(proxy + "/mcp", OLD, "client-old")) == (OLD, "HELLO")
+
+    try:
+        record_capture(db, servers[0].url, drive)
+    finally:
+        for server in servers:
+            server.stop()
+    return db
+
+
+def test_each_client_is_served_from_the_session_it_matches(two_sessions: Path) -> None:
+    log: list[str] = []
+    catalog = build_catalog(load_recordings(two_sessions, with_streams=True))
+    assert [p.protocol_version for p in catalog.profiles] == [NEW, OLD]
+    with MockServer(catalog, timing=FAST, log=log.append).start() as mock:
+        # Asked in the opposite order to the recording: the choice is by match, not order.
+        assert asyncio.run(_session(mock.mcp_url, OLD, "client-old")) == (OLD, "HELLO")
+        assert asyncio.run(_session(mock.mcp_url, NEW, "client-new")) == (NEW, "hello")
+        # A client no session recorded (another name, an older version) gets the closest.
+        assert asyncio.run(_session(mock.mcp_url, "2025-03-26", "other"))[1] == "hello"
+    first, second = catalog.profiles
+    assert log[0].startswith(f"client session 1 (client-old, protocol {OLD}) served from "
+                             f"recorded session {second.session_id} (protocol {OLD}")
+    assert "same protocol version" in log[0] and "same client client-old" in log[0]
+    assert f"served from recorded session {first.session_id}" in log[1]
+    assert "no recorded session asked for 2025-03-26" in log[2]
+
+
+def test_session_option_still_pins_one(two_sessions: Path) -> None:
+    recordings = load_recordings(two_sessions, with_streams=True)
+    pinned = build_catalog(load_recordings(two_sessions, str(recordings[0].session.id),
+                                           with_streams=True))
+    with MockServer(pinned, timing=FAST).start() as mock:
+        assert asyncio.run(_session(mock.mcp_url, OLD, "client-old")) == (NEW, "hello")
+
+
+def test_choose_profile_weighs_version_then_client_then_capabilities(two_sessions: Path) -> None:
+    catalog = build_catalog(load_recordings(two_sessions, with_streams=True))
+    first, second = catalog.profiles
+    asks = {"protocolVersion": OLD, "clientInfo": {"name": "client-new"}, "capabilities": {}}
+    choice = choose_profile(catalog.profiles, asks)
+    assert choice is not None and choice.profile is second  # version beats the client name
+    choice = choose_profile(catalog.profiles, {**asks, "protocolVersion": "2024-11-05"})
+    assert choice is not None and choice.profile is first  # then the name
+    assert choose_profile((), asks) is None
