@@ -46,7 +46,7 @@ from replay.diff import DEFAULT_OPTIONS, DiffOptions
 from replay.plan import FAST, IdMap, Plan, Step, Timing, build_plan, live_message
 from replay.recording import load_recordings
 from replay.results import MISSING, SLOW, CallResult, ReplayResult, SessionResult
-from replay.verdict import DEFAULT_LATENCY, LatencyLimit, LiveOutcome, judge
+from replay.verdict import DEFAULT_LATENCY, LatencyLimit, LiveOutcome, judge, recorded_id
 
 # How long a call whose response stream closed early may still be answered elsewhere.
 STREAM_END_GRACE = 1.0
@@ -180,7 +180,8 @@ class SessionReplay:
             if result is None:
                 unsent += 1
                 result = CallResult(step.ordinal or 0, step.method, step.name, MISSING,
-                                    detail=f"not sent: {self.fatal or 'the replay stopped'}")
+                                    detail=f"not sent: {self.fatal or 'the replay stopped'}",
+                                    recorded_id=recorded_id(step))
             ordered.append(result)
         for name, count in sorted(self.events.items()):
             self.notes.append(f"{name}: {count}")
@@ -335,7 +336,8 @@ class SessionReplay:
                 f"median of {len(measured)} samples"
             call.result = CallResult(result.ordinal, result.method, result.name, result.status,
                                      result.latency_ms, result.recorded_latency_ms,
-                                     result.differences, detail, result.slow)
+                                     result.differences, detail, result.slow,
+                                     result.recorded_id)
             self._report(call)
         if held:
             self.notes.append(f"{len(held)} call{'s' if len(held) != 1 else ''} that looked "

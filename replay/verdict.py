@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
+
 from replay.diff import DEFAULT_OPTIONS, DiffOptions, diff
 from replay.plan import Step
 from replay.results import DIFFERS, ERROR, MATCH, MISSING, SLOW, CallResult
@@ -92,6 +94,13 @@ def _tool_error_text(result: Any) -> str | None:
     return " ".join(t for t in texts if t) or "isError without text"
 
 
+def recorded_id(step: Step) -> str | None:
+    """The step's recorded id as `ssetap show` prints it (JSON text); None for synthetic ones."""
+    if step.synthetic or "id" not in step.payload:
+        return None
+    return orjson.dumps(step.payload["id"]).decode()
+
+
 def _short(value: Any, limit: int = 160) -> str:
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -111,7 +120,7 @@ def judge(step: Step, live: LiveOutcome, *, options: DiffOptions = DEFAULT_OPTIO
     def result(status: str, *, differences: tuple[Any, ...] = (), detail: str | None = None,
                slow: bool = False) -> CallResult:
         return CallResult(step.ordinal or 0, step.method, step.name, status, live.latency_ms,
-                          recorded_ms, differences, detail, slow)
+                          recorded_ms, differences, detail, slow, recorded_id(step))
 
     if live.failure is not None:
         return result(ERROR, detail=live.failure)
