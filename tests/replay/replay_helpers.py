@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,23 @@ async def open_client(url: str, transport: str, *, headers: dict[str, str] | Non
             ClientSession(streams[0], streams[1], sampling_callback=sample))
         await session.initialize()
         yield session
+
+
+@contextlib.contextmanager
+def asking(version: str) -> Iterator[None]:
+    """Make the SDK's client ask for `version` in its initialize (both SDK generations)."""
+    import mcp.client.session as client_session
+
+    target: Any = client_session
+    name = "LATEST_HANDSHAKE_VERSION"
+    if not hasattr(client_session, name):
+        target, name = client_session.types, "LATEST_PROTOCOL_VERSION"  # mcp 1.x
+    old = getattr(target, name)
+    setattr(target, name, version)
+    try:
+        yield
+    finally:
+        setattr(target, name, old)
 
 
 def text_of(result: types.CallToolResult) -> str:

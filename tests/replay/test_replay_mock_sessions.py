@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
-from replay_helpers import LiveServer, record_capture, start_test_server, text_of
+from replay_helpers import LiveServer, asking, record_capture, start_test_server, text_of
 
 from replay.catalog import build_catalog, choose_profile
 from replay.mock import MockServer
@@ -24,23 +22,6 @@ from replay.plan import FAST
 from replay.recording import load_recordings
 
 NEW, OLD = "2025-11-25", "2025-06-18"
-
-
-@contextlib.contextmanager
-def asking(version: str) -> Iterator[None]:
-    """Make the SDK's client ask for `version` in its initialize (both SDK generations)."""
-    import mcp.client.session as client_session
-
-    target: Any = client_session
-    name = "LATEST_HANDSHAKE_VERSION"
-    if not hasattr(client_session, name):
-        target, name = client_session.types, "LATEST_PROTOCOL_VERSION"  # mcp 1.x
-    old = getattr(target, name)
-    setattr(target, name, version)
-    try:
-        yield
-    finally:
-        setattr(target, name, old)
 
 
 async def _session(url: str, version: str, client: str) -> tuple[str, str]:
