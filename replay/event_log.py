@@ -71,8 +71,10 @@ class EventStore:
         log = EventLog()
         self.logs[number] = log
         while len(self.logs) > MAX_LOGS:
-            old, _ = self.logs.popitem(last=False)
-            self.positions = {k: v for k, v in self.positions.items() if v[0] != old}
+            _, old = self.logs.popitem(last=False)
+            for event_id, _frame in old.frames:
+                if event_id is not None:
+                    self.positions.pop(event_id, None)
         return number, log
 
     def event_id(self, recorded: str | None) -> str:
