@@ -95,14 +95,22 @@ class ProfileChoice:
     reason: str
 
 
+_META = "io.modelcontextprotocol/"
+
+
 def _initialize_facts(params: Any) -> tuple[str | None, str | None, Any]:
+    """(protocol version, client name, capabilities) from `initialize` params, or from the
+    `_meta` every 2026-07-28 request carries instead of a handshake."""
     if not isinstance(params, dict):
         return None, None, None
-    info = params.get("clientInfo")
+    found = params.get("_meta")
+    meta: dict[str, Any] = found if isinstance(found, dict) else {}
+    info = params.get("clientInfo", meta.get(_META + "clientInfo"))
     name = info.get("name") if isinstance(info, dict) else None
-    version = params.get("protocolVersion")
+    version = params.get("protocolVersion", meta.get(_META + "protocolVersion"))
+    capabilities = params.get("capabilities", meta.get(_META + "clientCapabilities"))
     return (version if isinstance(version, str) else None,
-            name if isinstance(name, str) else None, params.get("capabilities"))
+            name if isinstance(name, str) else None, capabilities)
 
 
 def _capability_score(recorded: Any, asked: Any) -> int:
@@ -112,14 +120,16 @@ def _capability_score(recorded: Any, asked: Any) -> int:
     return len(mine & theirs) - len(mine ^ theirs)
 
 
-def choose_profile(profiles: Sequence[SessionProfile], params: Any) -> ProfileChoice | None:
-    """The recorded session that best matches a client's `initialize` params.
+def choose_profile(profiles: Sequence[SessionProfile], params: Any, *,
+                   sessionless: bool = False) -> ProfileChoice | None:
+    """The recorded session that best matches a client's `initialize` params (or, with
+    `sessionless`, the `_meta` of a 2026-07-28 request such as `server/discover`).
 
     Protocol version outweighs everything (a strict client leaves on a version it did not ask
     for), then the client's name, then how alike the capabilities are; ties go to the session
-    recorded first. Only sessions that were initialized are candidates.
+    recorded first. Only sessions that were initialized are candidates for `initialize`.
     """
-    candidates = [p for p in profiles if p.initialize is not None]
+    candidates = [p for p in profiles if sessionless or p.initialize is not None]
     if not candidates:
         return None
     version, name, capabilities = _initialize_facts(params)
@@ -137,7 +147,7 @@ def choose_profile(profiles: Sequence[SessionProfile], params: Any) -> ProfileCh
     if same_name:
         why.append(f"same client {name}")
     if len(candidates) == 1:
-        why.append("the only initialized session")
+        why.append("the only session" if sessionless else "the only initialized session")
     return ProfileChoice(best, "; ".join(why))
 
 
@@ -158,6 +168,13 @@ class Catalog:
     sessions: tuple[int, ...] = ()
     recorded_transport: str = "streamable-http"
     profiles: tuple[SessionProfile, ...] = ()
+
+    @property
+    def sessionless_choice(self) -> bool:
+        """Sessionless traffic is served per request from the session it matches, when the
+        recorded sessions differ in protocol version or client (else all answers pooled)."""
+        return self.stateless and len({(p.protocol_version, p.client_name)
+                                       for p in self.profiles}) > 1
 
     @property
     def requests(self) -> int:
@@ -299,6 +316,7 @@ def build_catalog(recordings: Sequence[Recording]) -> Catalog:
         own: list[Candidate[Reply]] = []
         own_initialize: Reply | None = None
         init_params: Any = None
+        first_params: Any = None  # a sessionless session's first request carries its facts
         for call in recording.calls:
             if call.direction != C2S or call.request_message_id not in builder.by_id:
                 continue
@@ -312,12 +330,15 @@ def build_catalog(recordings: Sequence[Recording]) -> Catalog:
                 if own_initialize is None:
                     own_initialize, init_params = reply, reply.params
             else:
+                if first_params is None:
+                    first_params = reply.params
                 candidates.append(Candidate(call.method, reply.params, reply))
                 own.append(Candidate(call.method, reply.params, reply))
         own_stream = tuple(builder.session_stream())
         if not stream_items:
             stream_items = list(own_stream)
-        version, client_name, capabilities = _initialize_facts(init_params)
+        version, client_name, capabilities = _initialize_facts(
+            init_params if own_initialize is not None else first_params)
         profiles.append(SessionProfile(
             recording.session.id, version or recording.session.protocol_version, client_name,
             capabilities, own_initialize, MatchIndex(own), own_stream))

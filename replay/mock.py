@@ -126,6 +126,7 @@ class MockApp:
         # Which recorded session served each client session, in order (also logged).
         self.choices: list[ProfileChoice] = []
         self._client_sessions = 0
+        self._profile_matchers: dict[int, Matcher[Reply]] = {}
         routes = [
             Route(catalog.streamable_path, self.streamable, methods=["GET", "POST", "DELETE"]),
             Route(catalog.sse_path, self.legacy_stream, methods=["GET"]),
@@ -209,7 +210,12 @@ class MockApp:
             chosen = self._choose(session, params)
             if chosen is not None:
                 return chosen
-        candidate = session.matcher.match(method, params)
+        matcher = session.matcher
+        if session is self._stateless and self.catalog.sessionless_choice:
+            matcher = self._sessionless_matcher(params)
+        candidate = matcher.match(method, params)
+        if candidate is None and matcher is not session.matcher:
+            candidate = session.matcher.match(method, params)
         if candidate is None and session.pooled is not None:
             candidate = session.pooled.match(method, params)
         if candidate is not None:
@@ -255,6 +261,20 @@ class MockApp:
                      f"protocol {version or '?'}) served from {profile.describe()}: "
                      f"{choice.reason}")
         return profile.initialize
+
+    def _sessionless_matcher(self, params: Any) -> Matcher[Reply]:
+        """A 2026-07-28 request: the answers of the recorded session its `_meta` matches."""
+        choice = choose_profile(self.catalog.profiles, params, sessionless=True)
+        assert choice is not None  # sessionless_choice means there are profiles
+        profile = choice.profile
+        matcher = self._profile_matchers.get(profile.session_id)
+        if matcher is None:
+            matcher = self._profile_matchers[profile.session_id] = profile.index.matcher()
+            self.choices.append(choice)
+            if self.log is not None:
+                self.log(f"sessionless requests like this one served from "
+                         f"{profile.describe()}: {choice.reason}")
+        return matcher
 
     def _stream_items(self, session: MockSession) -> tuple[ScriptItem, ...]:
         if session.profile is not None and len(self.catalog.profiles) > 1:

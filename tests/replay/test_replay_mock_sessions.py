@@ -11,13 +11,24 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 from replay_helpers import LiveServer, asking, record_capture, start_test_server, text_of
 
-from replay.catalog import build_catalog, choose_profile
-from replay.mock import MockServer
+from replay.catalog import (
+    RESPONSE,
+    Catalog,
+    Reply,
+    ScriptItem,
+    SessionProfile,
+    build_catalog,
+    choose_profile,
+)
+from replay.matching import Candidate, MatchIndex
+from replay.mock import MockApp, MockServer
 from replay.plan import FAST
 from replay.recording import load_recordings
 
@@ -93,3 +104,44 @@ def test_choose_profile_weighs_version_then_client_then_capabilities(two_session
     choice = choose_profile(catalog.profiles, {**asks, "protocolVersion": "2024-11-05"})
     assert choice is not None and choice.profile is first  # then the name
     assert choose_profile((), asks) is None
+
+
+def _json_reply(text: str) -> Reply:
+    params = {"name": "echo", "arguments": {"text": "hi"}}
+    response = {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text",
+                                                                    "text": text}]}}
+    return Reply("tools/call", params, "json", (ScriptItem(0.0, "message", response, RESPONSE),))
+
+
+async def test_sessionless_requests_are_served_from_the_session_their_meta_matches() -> None:
+    """2026-07-28 traffic has no handshake: each request's `_meta` names its version and
+    client, and picks the recorded session to answer from."""
+    profiles = []
+    for number, client in ((1, "alpha"), (2, "beta")):
+        reply = _json_reply(f"from {client}")
+        profiles.append(SessionProfile(number, "2026-07-28", client, {}, None,
+                                       MatchIndex([Candidate("tools/call", reply.params,
+                                                             reply)])))
+    pooled = MatchIndex([c for p in profiles for c in p.index.candidates])
+    catalog = Catalog(pooled, None, (), stateless=True, profiles=tuple(profiles))
+    assert catalog.sessionless_choice
+    log: list[str] = []
+    app = MockApp(catalog, FAST, log.append)
+
+    def request(client: str) -> bytes:
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": client, "version": "1"}}
+        return orjson.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                             "params": {"name": "echo", "arguments": {"text": "hi"},
+                                        "_meta": meta}})
+
+    transport = httpx.ASGITransport(app=app.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://mock") as http:
+        headers = {"Accept": "application/json, text/event-stream",
+                   "Content-Type": "application/json"}
+        texts = []
+        for client in ("beta", "alpha", "beta"):
+            answer = await http.post("/mcp", content=request(client), headers=headers)
+            texts.append(answer.json()["result"]["content"][0]["text"])
+    assert texts == ["from beta", "from alpha", "from beta"]
+    assert len(log) == 2 and "recorded session 2" in log[0] and "same client beta" in log[0]
