@@ -15,8 +15,9 @@ Design notes:
   makes it re-initialize with the recorded handshake and resend the message; the report says
   so in a note.
 - Latency is reported, and fails a call only with `fail_on_slow`; then a call that looks slow
-  is sent again (`latency_samples` in all, one after another once the session is done) and
-  judged on the median, so that one stall of a jittery server does not flip the verdict.
+  (other than `initialize`) is sent again, `latency_samples` in all, one after another once
+  the session is done, and judged on the median, so that one stall of a jittery server does
+  not flip the verdict.
 """
 
 from __future__ import annotations
@@ -291,7 +292,9 @@ class SessionReplay:
         call.result = judge(call.step, outcome, options=self.options.diff,
                             latency=self.options.latency, fail_on_slow=self.options.fail_on_slow)
         call.done.set()
-        if call.result.status == SLOW and self.options.latency_samples > 1 and not self.fatal:
+        # initialize is never sent twice on one session: it is judged on its one sample.
+        if (call.result.status == SLOW and self.options.latency_samples > 1 and not self.fatal
+                and call.step.method != "initialize"):
             self._held.append(call)  # reported once re-measured
         else:
             self._report(call)
