@@ -240,9 +240,14 @@ class Ingest:
             session.last_seen = t
             session.dirty = True
 
+    @staticmethod
+    def _anon_group(flow: FlowState) -> tuple[str, str, str]:
+        """Sessionless traffic is grouped by client host, user agent and server."""
+        return (flow.client_addr.rpartition(":")[0] or flow.client_addr, flow.user_agent,
+                flow.server)
+
     def _anon_session(self, flow: FlowState, t: float, first_method: str | None) -> SessionState:
-        group = (flow.client_addr.rpartition(":")[0] or flow.client_addr, flow.user_agent,
-                 flow.server)
+        group = self._anon_group(flow)
         session = self._anon.get(group)
         if session is None or first_method in ("initialize", "server/discover"):
             self._anon_count += 1
@@ -250,6 +255,15 @@ class Ingest:
             session = self._session(key, STREAMABLE_HTTP, flow, t)
             self._anon[group] = session
         return session
+
+    def _join_anon_session(self, flow: FlowState, t: float) -> None:
+        """A sessionless GET or DELETE that got no stream (a stateless server's 405) joins
+        its client's current sessionless session, if it has one: it is part of that session's
+        story (and the mock learns from it that GET is refused)."""
+        group = self._anon_group(flow)
+        session = self._anon.get(group)
+        if session is not None:
+            self._attach(flow, session, t)
 
     def _attach(self, flow: FlowState, session: SessionState, t: float) -> None:
         flow.session = session
@@ -337,6 +351,9 @@ class Ingest:
             key = "sid:" + session_header
             self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)
         is_sse = ctype.split(";")[0].strip().lower() == "text/event-stream"
+        if flow.session is None and flow.mcp and flow.method in ("GET", "DELETE") and not (
+                is_sse and 200 <= status < 300):
+            self._join_anon_session(flow, t)
         if is_sse and 200 <= status < 300:
             role = "post" if flow.method == "POST" else (
                 "resume" if "last-event-id" in flow.headers else

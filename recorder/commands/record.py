@@ -166,6 +166,11 @@ def _summarise(db: str) -> None:
             counts = capture.counts()
     except StoreError:
         return
-    print(f"ssetap: recorded {counts['sessions']} sessions, {counts['exchanges']} HTTP exchanges, "
-          f"{counts['messages']} messages, {counts['sse_events']} SSE events and comments "
+    def n(count: int, one: str, many: str) -> str:
+        return f"{count} {one if count == 1 else many}"
+
+    print(f"ssetap: recorded {n(counts['sessions'], 'session', 'sessions')}, "
+          f"{n(counts['exchanges'], 'HTTP exchange', 'HTTP exchanges')}, "
+          f"{n(counts['messages'], 'message', 'messages')}, "
+          f"{n(counts['sse_events'], 'SSE event or comment', 'SSE events and comments')} "
           f"into {db}", file=sys.stderr)
