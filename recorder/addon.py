@@ -162,9 +162,25 @@ class Recorder:
         append(("h", flow.id, time.time(), resp.status_code, resp.reason,
                 list(resp.headers.items(multi=True)), True))
 
+    def record_injection(self, flow_id: str, t: float, injection: bytes) -> None:
+        """A change `--fault` (recorder.fault_addon) made to this flow, for the capture."""
+        append = self._append
+        if append is not None:
+            append(("f", flow_id, t, injection))
+
     def response(self, flow: http.HTTPFlow) -> None:
         append = self._append
         if append is None or flow.response is None:
+            return
+        resp = flow.response
+        if resp.stream is False or resp.stream is None:
+            # No `responseheaders` for this flow (it would have set the tap): another addon answered in `request`
+            # (`--fault`); record its response whole.
+            append(("h", flow.id, time.time(), resp.status_code, resp.reason,
+                    list(resp.headers.items(multi=True)), False))
+            if resp.raw_content:
+                append(("c", flow.id, time.time(), resp.raw_content))
+            append(("e", flow.id, time.time(), None))
             return
         # Streamed bodies went through the tap; a replayed or offline flow carries its body.
         body = None if flow.live else flow.response.raw_content

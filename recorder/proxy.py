@@ -30,6 +30,7 @@ class ProxyConfig:
     raw: bool = False
     checks: str = "{}"
     quiet: bool = False
+    faults: str = ""  # recorder.faults.FaultConfig as JSON; "" = no fault injection
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -116,10 +117,18 @@ async def _run(config: ProxyConfig) -> int:
     logging.getLogger().addHandler(handler)
     announcer = _Announcer(config)
     master.addons.add(Recorder(), announcer)
+    if config.faults:
+        # After the recorder, so it records requests as they arrived and the bytes as the
+        # client got them (the fault filter runs in front of its tap).
+        from recorder.fault_addon import FaultInjector
+
+        master.addons.add(FaultInjector())
     # Lazy connections: a dead upstream then answers the client's request with a 502 (which
     # is recorded as a failed exchange) instead of dropping the client's connection.
     settings: dict[str, Any] = {"ssetap_db": config.db, "ssetap_raw": config.raw,
                                 "ssetap_checks": config.checks, "connection_strategy": "lazy"}
+    if config.faults:
+        settings["ssetap_faults"] = config.faults
     master.options.update(**settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

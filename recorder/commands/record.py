@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from recorder.fault_options import add_fault_arguments, fault_config_from
 from recorder.usage import UsageError
 
 
@@ -30,12 +31,14 @@ def register(sub: Any) -> None:
     p.add_argument("--check-config", metavar="FILE", help="JSON file of thresholds for the live "
                    "checks (the same as `ssetap check --config`)")
     p.add_argument("--quiet", action="store_true", help="only print errors")
+    add_fault_arguments(p, "proxy")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from recorder.proxy import ProxyConfig, ProxyError, parse_listen, parse_upstream, run_proxy
 
+    faults = fault_config_from(args)  # validated before anything starts
     try:
         host, port = parse_listen(args.listen)
         if args.mode == "reverse":
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             upstream = None
         config = ProxyConfig(db=args.db, listen_host=host, listen_port=port, mode=args.mode,
                              upstream=upstream, raw=args.raw, checks=_checks_json(args),
-                             quiet=args.quiet)
+                             quiet=args.quiet, faults=faults.to_json() if faults else "")
         _check_writable(args.db)
         code = run_proxy(config)
     except ProxyError as exc:
