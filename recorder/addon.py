@@ -36,6 +36,8 @@ from mitmproxy import ctx, exceptions, http
 log = logging.getLogger("ssetap")
 
 SEND_INTERVAL = 0.01
+# flow.metadata key set by an addon that answers a request itself (recorder.fault_addon).
+PROXY_ANSWERED = "ssetap_proxy_answered"
 MAX_FRAME_EVENTS = 2000
 
 
@@ -172,18 +174,12 @@ class Recorder:
         append = self._append
         if append is None or flow.response is None:
             return
-        resp = flow.response
-        if resp.stream is False or resp.stream is None:
-            # No `responseheaders` for this flow (it would have set the tap): another addon answered in `request`
-            # (`--fault`); record its response whole.
-            append(("h", flow.id, time.time(), resp.status_code, resp.reason,
-                    list(resp.headers.items(multi=True)), False))
-            if resp.raw_content:
-                append(("c", flow.id, time.time(), resp.raw_content))
-            append(("e", flow.id, time.time(), None))
-            return
         # Streamed bodies went through the tap; a replayed or offline flow carries its body.
         body = None if flow.live else flow.response.raw_content
+        if flow.metadata.get(PROXY_ANSWERED):
+            # Another addon answered in `request` (`--fault`): the body never went through
+            # the tap.
+            body = flow.response.raw_content
         if body:
             append(("c", flow.id, time.time(), body))
         append(("e", flow.id, time.time(), None))

@@ -229,8 +229,53 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
                                                         r["session_id"]))
                 for r in capture.flags_by_source("live")}
         sessions = tuple(capture.sessions())
+        flags = mark_injected(flags, capture.injections())
     seen = tuple(_identity(f) in live for f in flags)
     return CheckResult(str(path), tuple(flags), seen, sessions, end), used
+
+
+# How long after an injection a flag it caused may be raised: a deadline (request timeout,
+# heartbeat cadence, recovery grace) has to pass first.
+INJECTION_REACH = 600.0
+
+
+def mark_injected(flags: Iterable[Flag], injections: list[dict[str, Any]]) -> list[Flag]:
+    """Flags caused by `--fault` get `details.injected` (spec, action, injection id).
+
+    A flag is injected when an injection of a fault whose table row names the flag's kind
+    (recorder.faults.FAULT_KINDS) touched the same session no later than the flag (and at
+    most INJECTION_REACH before it). Matching by subject and time keeps the detectors as they
+    are: they need not know about faults.
+    """
+    from dataclasses import replace
+
+    from recorder.faults import FAULT_KINDS
+
+    by_session: dict[Any, list[dict[str, Any]]] = {}
+    for row in injections:
+        by_session.setdefault(row["session"], []).append(row)
+    out = []
+    for flag in flags:
+        cause = None
+        for row in by_session.get(flag.session_id, ()):
+            kind = FAULT_KINDS.get(row["kind"])
+            if kind is None or flag.kind not in kind.flags:
+                continue
+            if row["t"] - 1.0 <= flag.t <= row["t"] + INJECTION_REACH or (
+                    flag.stream_id is not None and flag.stream_id == row["stream_id"]):
+                cause = row
+                break
+        if cause is not None:
+            details = {**flag.details, "injected": {"spec": cause["spec"],
+                                                    "action": cause["action"],
+                                                    "injection": cause["id"]}}
+            flag = replace(flag, details=details)
+        out.append(flag)
+    return out
+
+
+def is_injected(flag: Flag) -> bool:
+    return bool(flag.details.get("injected"))
 
 
 def store_flags(result: CheckResult) -> int:
@@ -291,7 +336,14 @@ def _session_title(session: dict[str, Any] | None) -> str:
             f"{session.get('endpoint') or ''}{peers}")
 
 
-def human_report(result: CheckResult, fail_on: str) -> str:
+def fails(flag: Flag, fail_on: str, include_injected: bool) -> bool:
+    """Does this flag reach `--fail-on`? Injected ones only with `--include-injected`."""
+    if is_injected(flag) and not include_injected:
+        return False
+    return severity_rank(flag.severity) >= severity_rank(fail_on)
+
+
+def human_report(result: CheckResult, fail_on: str, *, include_injected: bool = False) -> str:
     counts = _counts(result.flags)
     summary = ", ".join(_plural(n, s) for s, n in counts.items() if n) or "no flags"
     sessions = _plural(len(result.sessions), "session")
@@ -304,10 +356,15 @@ def human_report(result: CheckResult, fail_on: str) -> str:
         for i in indexes:
             flag = result.flags[i]
             live = " (also live)" if result.seen_live[i] else ""
+            injected = (f" [injected: {flag.details['injected']['spec']}]"
+                        if is_injected(flag) else "")
             lines.append(f"  {flag.severity:<7}  {flag.kind:<19} +{flag.t - start:.3f}s  "
-                         f"{flag.message}{live}")
-    failing = sum(n for s, n in counts.items() if severity_rank(s) >= severity_rank(fail_on))
-    lines += ["", f"{_plural(failing, 'flag')} at or above {fail_on}"
+                         f"{flag.message}{live}{injected}")
+    failing = sum(1 for f in result.flags if fails(f, fail_on, include_injected))
+    ignored = sum(1 for f in result.flags if is_injected(f) and not include_injected
+                  and severity_rank(f.severity) >= severity_rank(fail_on))
+    note = f" ({ignored} injected, not counted: --include-injected)" if ignored else ""
+    lines += ["", f"{_plural(failing, 'flag')} at or above {fail_on}{note}"
               + (" -> exit 1" if failing else "")]
     return "\n".join(lines)
 
@@ -317,7 +374,7 @@ def flag_json(flag: Flag, seen_live: bool) -> dict[str, Any]:
         "kind": flag.kind, "severity": flag.severity, "at": _iso(flag.t), "t": flag.t,
         "message": flag.message, "session": flag.session_id, "stream": flag.stream_id,
         "call": flag.call_id, "message_id": flag.message_id, "exchange": flag.exchange_id,
-        "details": flag.details, "seen_live": seen_live,
+        "details": flag.details, "seen_live": seen_live, "injected": is_injected(flag),
     }
 
 
@@ -339,7 +396,7 @@ def json_report(result: CheckResult, config: HealthConfig, fail_on: str, failed:
     }
 
 
-def junit_report(result: CheckResult, fail_on: str) -> bytes:
+def junit_report(result: CheckResult, fail_on: str, *, include_injected: bool = False) -> bytes:
     """One test case per session; it fails when one of its flags reaches `fail_on`."""
     import xml.etree.ElementTree as ET
 
@@ -357,7 +414,8 @@ def junit_report(result: CheckResult, fail_on: str) -> bytes:
                              name=_session_title(session))
         lines = [f"[{result.flags[i].severity}] {result.flags[i].kind}: "
                  f"{result.flags[i].message}" for i in indexes]
-        bad = [i for i in indexes if severity_rank(result.flags[i].severity) >= threshold]
+        bad = [i for i in indexes if severity_rank(result.flags[i].severity) >= threshold
+               and fails(result.flags[i], fail_on, include_injected)]
         if bad:
             failures += 1
             worst = result.flags[bad[0]]

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from mitmproxy import ctx, exceptions, http
 
+from recorder.addon import PROXY_ANSWERED
 from recorder.faults import (
     SESSION_NOT_FOUND_BODY,
     FaultConfig,
@@ -115,6 +116,8 @@ class FaultInjector:
             legacy.response_actions[orjson.dumps(id_value).decode()] = action
             return
         self._record(flow, action.injection(now, method, name))
+        if action.action in ("404", "error"):
+            flow.metadata[PROXY_ANSWERED] = True
         if action.action == "404":
             flow.response = http.Response.make(404, SESSION_NOT_FOUND_BODY,
                                                {"content-type": "application/json"})
