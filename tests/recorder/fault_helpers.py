@@ -33,10 +33,17 @@ def run_client(url: str, transport: str, scenario: Scenario, *, timeout: float =
     return asyncio.run(asyncio.wait_for(main(), 60))
 
 
-async def call(session: ClientSession, tool: str, arguments: dict[str, Any] | None = None) -> Any:
+async def call(session: ClientSession, tool: str, arguments: dict[str, Any] | None = None,
+               progress: list[float] | None = None) -> Any:
     """("result", text) or ("error", code) or ("timeout", None), as the client saw it."""
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        assert progress is not None
+        progress.append(value)
+
     try:
-        result = await session.call_tool(tool, arguments or {})
+        result = await session.call_tool(tool, arguments or {}, progress_callback=(
+            on_progress if progress is not None else None))
     except McpError as exc:
         if "timed out" in str(exc.error.message).lower():
             return ("timeout", None)

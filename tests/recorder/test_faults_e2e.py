@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from tests.recorder.capture_query import q
@@ -94,3 +95,108 @@ def test_without_fault_no_injections_table_rows(record, mcp_server):
     assert run_client(rec.url + "/mcp", "streamable-http", scenario) == ("result", "hi")
     assert rec.stop() == 0
     assert q(rec.db, "SELECT count(*) FROM injections") == [(0,)]
+
+
+CHECK = {"idle_timeouts": [1.0], "idle_tolerance": 0.15, "burst_gap": 1.0,
+         "resume_grace": 0.5, "session_recover_grace": 1.0}
+
+
+def _config(tmp_path):
+    path = tmp_path / "check.json"
+    path.write_bytes(orjson.dumps(CHECK))
+    return str(path)
+
+
+def test_cut_stream_truncates_a_response_stream(record, mcp_server, tmp_path):
+    server = mcp_server("streamable-http", ping_interval=0.2)
+    rec = record(server.url, "--fault", "cut-stream=3", "--check-config", _config(tmp_path))
+    progress: list[float] = []
+
+    async def scenario(session):
+        return await call(session, "countdown", {"n": 5}, progress)
+
+    # The SDK v1 client has no event id to resume with (the server keeps no event store):
+    # the call is lost and the client times out.
+    seen = run_client(rec.url + "/mcp", "streamable-http", scenario, timeout=3.0)
+    assert rec.stop() == 0
+    assert seen[0] in ("timeout", "error"), seen
+    assert progress == [1.0, 2.0]  # a log message, two progress notifications, then the cut
+    assert q(rec.db, "SELECT action FROM injections") == [("cut",)]
+    _, report = check(rec.db, "--config", _config(tmp_path))
+    assert serious(report) == [("stream-truncated", True)]
+
+
+def test_session_lost_gets_404_and_the_client_does_not_recover(record, mcp_server, tmp_path):
+    server = mcp_server("streamable-http", ping_interval=0.2)
+    rec = record(server.url, "--fault", "session-lost=1s", "--check-config", _config(tmp_path))
+
+    async def scenario(session):
+        first = await call(session, "add", {"a": 1, "b": 2})
+        await asyncio.sleep(1.5)
+        second = await call(session, "add", {"a": 2, "b": 2})
+        await asyncio.sleep(1.5)  # past the recovery grace
+        return [first, second]
+
+    seen = run_client(rec.url + "/mcp", "streamable-http", scenario, timeout=3.0)
+    assert rec.stop() == 0
+    assert seen[0] == ("result", "3") and seen[1][0] in ("error", "timeout"), seen
+    assert ("404",) in q(rec.db, "SELECT DISTINCT action FROM injections")
+    _, report = check(rec.db, "--config", _config(tmp_path))
+    kinds = serious(report)
+    assert ("session-not-found", True) in kinds
+    assert all(injected for _, injected in kinds), kinds
+    assert {k for k, _ in kinds} <= {"session-not-found", "reinit-missing"}
+
+
+def test_delay_makes_a_call_slow_past_the_deadline(record, mcp_server):
+    server = mcp_server("streamable-http", ping_interval=0.2)
+    rec = record(server.url, "--fault", "delay=tools/call:add:2.5s", "--request-timeout", "1s")
+
+    async def scenario(session):
+        return await call(session, "add", {"a": 1, "b": 2})
+
+    assert run_client(rec.url + "/mcp", "streamable-http", scenario) == ("result", "3")
+    assert rec.stop() == 0
+    latency = q(rec.db, "SELECT latency_ms FROM calls WHERE name = 'add'")[0][0]
+    assert latency >= 2400
+    _, report = check(rec.db, "--request-timeout", "1s")
+    kinds = serious(report)
+    assert kinds and all(injected for _, injected in kinds), kinds
+    assert {k for k, _ in kinds} == {"request-timeout"}
+
+
+def test_idle_cut_closes_a_quiet_stream(record, mcp_server, tmp_path):
+    server = mcp_server("streamable-http", ping_interval=0)  # no heartbeats: the GET is quiet
+    rec = record(server.url, "--fault", "idle-cut=1s", "--check-config", _config(tmp_path))
+
+    async def scenario(session):
+        await asyncio.sleep(3.5)
+        return await call(session, "add", {"a": 1, "b": 2})
+
+    seen = run_client(rec.url + "/mcp", "streamable-http", scenario)
+    assert rec.stop() == 0
+    assert seen == ("result", "3")  # the POSTs still work
+    cuts = q(rec.db, "SELECT count(*) FROM injections WHERE action = 'idle-cut'")[0][0]
+    assert cuts >= 1
+    # The SDK client reopens its GET stream after the cut.
+    gets = q(rec.db, "SELECT count(*) FROM exchanges WHERE method = 'GET'")[0][0]
+    _, report = check(rec.db, "--config", _config(tmp_path))
+    print("GET streams:", gets, "cuts:", cuts, serious(report))
+    kinds = serious(report)
+    assert ("idle-timeout-close", True) in kinds
+    assert all(injected for _, injected in kinds), kinds
+
+
+def test_buffer_releases_bursts(record, mcp_server, tmp_path):
+    server = mcp_server("streamable-http", ping_interval=0.2)
+    rec = record(server.url, "--fault", "buffer=1.5s", "--check-config", _config(tmp_path))
+
+    async def scenario(session):
+        await asyncio.sleep(4.0)
+        return await call(session, "add", {"a": 1, "b": 2})
+
+    assert run_client(rec.url + "/mcp", "streamable-http", scenario) == ("result", "3")
+    assert rec.stop() == 0
+    assert q(rec.db, "SELECT count(*) FROM injections WHERE action = 'released'")[0][0] >= 2
+    _, report = check(rec.db, "--config", _config(tmp_path))
+    assert serious(report) == [("buffered-stream", True)]
