@@ -51,7 +51,7 @@ log = logging.getLogger("ssetap")
 
 
 def _session_key(request: http.Request) -> str | None:
-    header = request.headers.get("mcp-session-id")
+    header: str | None = request.headers.get("mcp-session-id")
     if header:
         return header
     query = parse_qs(urlsplit(request.url).query)

@@ -151,14 +151,16 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 def run_serve(args: argparse.Namespace) -> int:
     """`ssetap serve`: run a mock of the capture until Ctrl-C or SIGTERM."""
+    from recorder.fault_options import fault_config_from
     from replay.catalog import build_catalog
     from replay.mock import MockError, MockServer
 
+    faults = fault_config_from(args)  # validated before anything starts
     host, port = parse_listen(args.listen)
     try:
         timing = parse_timing(args.timing)
         catalog = build_catalog(load_recordings(args.db, args.session, with_streams=True))
-        server = MockServer(catalog, host=host, port=port, timing=timing).start()
+        server = MockServer(catalog, host=host, port=port, timing=timing, faults=faults).start()
     except (PlanError, RecordingError, MockError) as exc:
         raise ReplayUsageError(str(exc)) from None
     sessions = len(catalog.sessions)

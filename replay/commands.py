@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from recorder.fault_options import add_fault_arguments
+
 
 def register(sub: Any) -> None:
     """Add `ssetap replay` and `ssetap serve` to the CLI's subcommands."""
@@ -61,6 +63,7 @@ def register_serve(sub: Any) -> None:
                    "127.0.0.1:9000; port 0 picks a free one)")
     p.add_argument("--timing", default="recorded", help="recorded (default), fast, or xN")
     p.add_argument("--quiet", action="store_true", help="only print errors")
+    add_fault_arguments(p, "mock")
     p.set_defaults(func=_run_serve)
 
 

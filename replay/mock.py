@@ -24,7 +24,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 from starlette.applications import Starlette
@@ -45,6 +45,10 @@ from replay.catalog import (
 )
 from replay.matching import Matcher
 from replay.plan import RECORDED, Timing
+
+if TYPE_CHECKING:
+    from recorder.faults import FaultConfig
+    from replay.mock_faults import FaultMiddleware
 
 _SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 _SERVER_INFO = {"name": "ssetap-mock", "version": "0.1.0"}
@@ -411,10 +415,17 @@ class MockServer(AppServer):
     """A mock serving a catalog (see MockApp) from a background thread."""
 
     def __init__(self, catalog: Catalog, *, host: str = "127.0.0.1", port: int = 0,
-                 timing: Timing = RECORDED) -> None:
+                 timing: Timing = RECORDED, faults: FaultConfig | None = None) -> None:
         self.mock = MockApp(catalog, timing)
+        app: Any = self.mock.app
+        self.faults: FaultMiddleware | None = None
+        if faults is not None and faults.specs:
+            # `--fault`: the mock misbehaves on purpose (replay.mock_faults).
+            from replay.mock_faults import FaultMiddleware
+
+            app = self.faults = FaultMiddleware(app, faults)
         try:
-            super().__init__(self.mock.app, host=host, port=port, name="ssetap-mock")
+            super().__init__(app, host=host, port=port, name="ssetap-mock")
         except AppServerError as exc:
             raise MockError(str(exc)) from None
 
@@ -439,10 +450,11 @@ class MockServer(AppServer):
 
 
 def serve_capture(capture: str, *, session: str | None = None, host: str = "127.0.0.1",
-                  port: int = 0, timing: Timing = RECORDED) -> MockServer:
+                  port: int = 0, timing: Timing = RECORDED,
+                  faults: FaultConfig | None = None) -> MockServer:
     """Load a capture and start a mock for it (in a background thread); call `.stop()`."""
     from replay.catalog import build_catalog
     from replay.recording import load_recordings
 
     catalog = build_catalog(load_recordings(capture, session, with_streams=True))
-    return MockServer(catalog, host=host, port=port, timing=timing).start()
+    return MockServer(catalog, host=host, port=port, timing=timing, faults=faults).start()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import contextlib
+import io
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
