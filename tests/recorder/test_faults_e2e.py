@@ -119,6 +119,7 @@ def test_cut_stream_truncates_a_response_stream(record, mcp_server, tmp_path):
     # the call is lost and the client times out.
     seen = run_client(rec.url + "/mcp", "streamable-http", scenario, timeout=3.0)
     assert rec.stop() == 0
+    print("cut-stream: the client saw", seen, "after progress", progress)
     assert seen[0] in ("timeout", "error"), seen
     assert progress == [1.0, 2.0]  # a log message, two progress notifications, then the cut
     assert q(rec.db, "SELECT action FROM injections") == [("cut",)]
@@ -143,6 +144,8 @@ def test_session_lost_gets_404_and_the_client_does_not_recover(record, mcp_serve
     assert ("404",) in q(rec.db, "SELECT DISTINCT action FROM injections")
     _, report = check(rec.db, "--config", _config(tmp_path))
     kinds = serious(report)
+    print("session-lost: the client saw", seen, "flags", kinds,
+          q(rec.db, "SELECT method, status FROM exchanges ORDER BY id"))
     assert ("session-not-found", True) in kinds
     assert all(injected for _, injected in kinds), kinds
     assert {k for k, _ in kinds} <= {"session-not-found", "reinit-missing"}
