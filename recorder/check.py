@@ -234,48 +234,20 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
     return CheckResult(str(path), tuple(flags), seen, sessions, end), used
 
 
-# How long after an injection a flag it caused may be raised: a deadline (request timeout,
-# heartbeat cadence, recovery grace) has to pass first.
-INJECTION_REACH = 600.0
-
-
 def mark_injected(flags: Iterable[Flag], injections: list[dict[str, Any]]) -> list[Flag]:
-    """Flags caused by `--fault` get `details.injected` (spec, action, injection id).
-
-    A flag is injected when an injection of a fault whose table row names the flag's kind
-    (recorder.faults.FAULT_KINDS) touched the same session no later than the flag (and at
-    most INJECTION_REACH before it). Matching by subject and time keeps the detectors as they
-    are: they need not know about faults.
-    """
-    from dataclasses import replace
-
-    from recorder.faults import FAULT_KINDS
+    """Flags caused by `--fault` get `details.injected` (see recorder.faults.mark_injected)."""
+    from recorder.faults import mark_injected as mark
 
     by_session: dict[Any, list[dict[str, Any]]] = {}
     for row in injections:
         by_session.setdefault(row["session"], []).append(row)
-    out = []
-    for flag in flags:
-        cause = None
-        for row in by_session.get(flag.session_id, ()):
-            kind = FAULT_KINDS.get(row["kind"])
-            if kind is None or flag.kind not in kind.flags:
-                continue
-            if row["t"] - 1.0 <= flag.t <= row["t"] + INJECTION_REACH or (
-                    flag.stream_id is not None and flag.stream_id == row["stream_id"]):
-                cause = row
-                break
-        if cause is not None:
-            details = {**flag.details, "injected": {"spec": cause["spec"],
-                                                    "action": cause["action"],
-                                                    "injection": cause["id"]}}
-            flag = replace(flag, details=details)
-        out.append(flag)
-    return out
+    return [mark(flag, by_session.get(flag.session_id, ())) for flag in flags]
 
 
 def is_injected(flag: Flag) -> bool:
-    return bool(flag.details.get("injected"))
+    from recorder.faults import is_injected as injected
+
+    return injected(flag)
 
 
 def store_flags(result: CheckResult) -> int:

@@ -25,12 +25,14 @@ so a spec means the same thing everywhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
 import orjson
+
+from recorder.model import Flag
 
 # Where a kind acts.
 STREAM: Final = "stream"  # on the bytes of SSE response streams
@@ -587,6 +589,37 @@ def _value(line: bytes) -> bytes:
     text = line.rstrip(b"\r\n")
     _, _, value = text.partition(b":")
     return value[1:] if value.startswith(b" ") else value
+
+
+# How long after an injection a flag it caused may be raised: a deadline (request timeout,
+# heartbeat cadence, recovery grace) has to pass first.
+INJECTION_REACH: Final = 600.0
+
+
+def mark_injected(flag: Flag, injections: Iterable[Mapping[str, Any]]) -> Flag:
+    """The flag with `details.injected` when one of its session's injections caused it.
+
+    An injection (a row of the capture's `injections` table: id, t, kind, spec, action,
+    stream_id) caused a flag when its kind's table row names the flag's kind and it came at
+    most 1 s after the flag (clocks of one process) and at most INJECTION_REACH before it,
+    or touched the flag's own stream. Matching by subject and time keeps the detectors as
+    they are: they need not know about faults.
+    """
+    for row in injections:
+        kind = FAULT_KINDS.get(str(row.get("kind")))
+        if kind is None or flag.kind not in kind.flags:
+            continue
+        t = float(row["t"])
+        same_stream = flag.stream_id is not None and flag.stream_id == row.get("stream_id")
+        if same_stream or t - 1.0 <= flag.t <= t + INJECTION_REACH:
+            return replace(flag, details={**flag.details, "injected": {
+                "spec": row.get("spec"), "action": row.get("action"),
+                "injection": row.get("id")}})
+    return flag
+
+
+def is_injected(flag: Flag) -> bool:
+    return bool(flag.details.get("injected"))
 
 
 def describe(injection: Injection) -> str:

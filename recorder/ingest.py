@@ -210,7 +210,7 @@ class Ingest:
             return
         flow = self.flows.get(flow_id)
         detail = injection.get("detail")
-        self.sink.insert("injections", {
+        row = {
             "id": self.sink.next_id("injections"),
             "session_id": flow.session.id if flow and flow.session else None,
             "exchange_id": flow.exchange_id if flow else None,
@@ -218,7 +218,9 @@ class Ingest:
             "t": t, "spec": str(injection.get("spec")), "kind": str(injection.get("kind")),
             "action": str(injection.get("action")),
             "detail": orjson.dumps(detail).decode() if detail else None,
-        })
+        }
+        self.sink.insert("injections", row)
+        self._emit("injection", t, row)
 
     def tick(self, t: float) -> None:
         self.now = max(self.now, t)

@@ -57,6 +57,12 @@ def test_hang_leaves_the_call_unanswered(record, mcp_server, transport, path):
     seen = run_client(rec.url + path, transport, scenario, timeout=3.0)
     assert rec.stop() == 0
     assert seen == [("timeout", None), ("result", "3")]
+    # Live: the flag row and the console line say it was injected.
+    live = q(rec.db, "SELECT details FROM flags WHERE source = 'live' AND kind = ?",
+             "request-timeout")
+    assert len(live) == 1
+    assert orjson.loads(live[0][0])["injected"]["spec"] == "hang=tools/call:echo"
+    assert "request-timeout" in rec.output and "[injected: hang=tools/call:echo]" in rec.output
     code, report = check(rec.db, "--request-timeout", "1.5s")
     assert serious(report) == [("request-timeout", True)]
     assert code == 0  # injected faults do not fail the check ...
