@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from replay_helpers import ROOT, Capture, open_client, text_of
 
 from recorder.faults import fault_config
 from replay.mock import serve_capture
+from replay.plan import parse_timing
 
 TRANSPORTS = ["sse", "streamable-http"]
 pytestmark = pytest.mark.timeout(60)
@@ -78,3 +80,85 @@ def test_serve_rejects_a_bad_spec_before_starting(captures: dict[str, Capture]) 
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cut-stream=zero" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_cut_stream_on_the_mock(captures: dict[str, Capture], transport: str) -> None:
+    server = serve_capture(str(captures[transport].db), faults=fault_config(["cut-stream=2"]),
+                           timing=parse_timing("fast"))
+    try:
+        url = server.sse_url if transport == "sse" else server.mcp_url
+        progress: list[float] = []
+
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+            progress.append(value)
+
+        if transport == "sse":
+            # The session stream carries everything: the endpoint event and initialize's
+            # answer are its two events, then it is cut and the legacy client's session dies.
+            with pytest.raises(BaseException):  # noqa: B017 (an exception group, or McpError)
+                async with open_client(url, transport) as session:
+                    await session.call_tool("echo", {"text": "hello"})
+        else:
+            async with open_client(url, transport) as session:
+                with pytest.raises(McpError):
+                    await session.send_request(
+                        types.ClientRequest(types.CallToolRequest(
+                            method="tools/call", params=types.CallToolRequestParams(
+                                name="countdown", arguments={"n": 3, "delay": 0.15},
+                                _meta={"progressToken": "p1"}))),
+                        types.CallToolResult, request_read_timeout_seconds=timedelta(seconds=1.5),
+                        progress_callback=on_progress)
+            assert progress == [1.0]  # a log message and one progress notification, then the cut
+        assert server.faults is not None
+        assert [i.action for i in server.faults.injections] == ["cut"]
+    finally:
+        server.stop()
+
+
+async def test_delay_on_the_mock(ssetap_mock: Callable[..., str],
+                                 captures: dict[str, Capture]) -> None:
+    url = ssetap_mock(captures["streamable-http"].db, timing="fast",
+                      faults=["delay=tools/call:add:1s"])
+    async with open_client(url, "streamable-http") as session:
+        started = time.monotonic()
+        assert text_of(await session.call_tool("echo", {"text": "hello"})) == "hello"
+        fast = time.monotonic() - started
+        started = time.monotonic()
+        assert text_of(await session.call_tool("add", {"a": 2, "b": 40})) == "42"
+        slow = time.monotonic() - started
+    assert slow >= 1.0 and slow > fast
+
+
+def test_serve_fault_recorded_by_the_proxy_is_flagged(captures: dict[str, Capture], record,
+                                                      tmp_path) -> None:
+    """`ssetap serve --fault` as a process, `ssetap record` in front, then `ssetap check`."""
+    from tests.recorder.fault_helpers import check, serious
+
+    proc = subprocess.Popen([sys.executable, "-m", "recorder.cli", "serve",
+                             str(captures["streamable-http"].db), "--listen", "127.0.0.1:0",
+                             "--timing", "fast", "--fault", "error=tools/call:add:-32099"],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        mock_url = line.split(" on ")[1].split()[0].removesuffix("/mcp")
+        rec = record(mock_url)
+
+        async def scenario() -> tuple[str, int]:
+            async with open_client(rec.url + "/mcp", "streamable-http") as session:
+                echo = text_of(await session.call_tool("echo", {"text": "hello"}))
+                with pytest.raises(McpError) as caught:
+                    await session.call_tool("add", {"a": 2, "b": 40})
+                return echo, caught.value.error.code
+
+        assert asyncio.run(scenario()) == ("hello", -32099)
+        assert rec.stop() == 0
+        _, report = check(rec.db)
+        errors = [f for g in report["sessions"] for f in g["flags"] if f["kind"] == "error-response"]
+        # The proxy in front did not inject it, so the capture has no injection to match.
+        assert len(errors) == 1 and not errors[0]["injected"]
+        assert serious(report) == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
