@@ -622,6 +622,17 @@ def is_injected(flag: Flag) -> bool:
     return bool(flag.details.get("injected"))
 
 
+def injected_spec(details: str | bytes | Mapping[str, Any] | None) -> str | None:
+    """The spec that caused a flag, from its `details` (a row's JSON text or a mapping)."""
+    if isinstance(details, str | bytes):
+        try:
+            details = orjson.loads(details)
+        except orjson.JSONDecodeError:
+            return None
+    injected = details.get("injected") if isinstance(details, Mapping) else None
+    return str(injected.get("spec")) if isinstance(injected, Mapping) else None
+
+
 def describe(injection: Injection) -> str:
     """One line for a console or a report."""
     detail = ", ".join(f"{k}={v}" for k, v in injection.detail.items() if v is not None)
