@@ -216,6 +216,8 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
         if use_stored_config:
             base = config_from_mapping(stored_config(capture), base)
         used = config or base
+        injections = capture.injections()
+        used = _with_injected_deadlines(used, injections)
         monitor = HealthMonitor(used)
         flags: list[Flag] = []
         end: float | None = None
@@ -229,9 +231,28 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
                                                         r["session_id"]))
                 for r in capture.flags_by_source("live")}
         sessions = tuple(capture.sessions())
-        flags = mark_injected(flags, capture.injections())
+        flags = mark_injected(flags, injections)
     seen = tuple(_identity(f) in live for f in flags)
     return CheckResult(str(path), tuple(flags), seen, sessions, end), used
+
+
+def _with_injected_deadlines(config: HealthConfig,
+                             injections: list[dict[str, Any]]) -> HealthConfig:
+    """`idle-cut=DURATION` closed streams at DURATION: a deadline idle-timeout-close must know."""
+    from dataclasses import replace
+
+    from recorder.faults import FaultSpecError, idle_cut_seconds, parse_fault
+
+    specs = []
+    for spec in {row["spec"] for row in injections if row["kind"] == "idle-cut"}:
+        try:
+            specs.append(parse_fault(spec))
+        except FaultSpecError:
+            continue
+    extra = set(idle_cut_seconds(specs)) - set(config.idle_timeouts)
+    if not extra:
+        return config
+    return replace(config, idle_timeouts=tuple(sorted(set(config.idle_timeouts) | extra)))
 
 
 def mark_injected(flags: Iterable[Flag], injections: list[dict[str, Any]]) -> list[Flag]:

@@ -194,6 +194,11 @@ class FaultConfig:
                             every=data.get("every"), sessions=data.get("sessions"))
 
 
+def idle_cut_seconds(specs: Iterable[FaultSpec]) -> tuple[float, ...]:
+    """The `idle-cut` durations: deadlines the idle-timeout-close check must know about."""
+    return tuple(sorted({s.seconds for s in specs if s.kind == "idle-cut" and s.seconds}))
+
+
 def fault_config(specs: Iterable[str], *, after: str | float | None = None,
                  every: str | float | None = None,
                  sessions: int | str | None = None) -> FaultConfig:
@@ -307,14 +312,18 @@ class FaultPlan:
         key = self._key(key)
         if key not in self._started:
             self._started[key] = now
-            self._order[key] = len(self._order)
+            if key is not None:  # no session (yet): an `initialize`, or a stateless server
+                self._order[key] = len(self._order)
 
     def active(self, key: str | None, now: float) -> bool:
         """Are faults on for this session now? (Sees the session if it is new.)"""
         self.see(key, now)
         key = self._key(key)
         limit = self.config.schedule.sessions
-        if limit is not None and self._order[key] >= limit:
+        # Requests without a session count with the session they may start: they get
+        # faults while a new session would.
+        order = self._order[key] if key is not None else len(self._order)
+        if limit is not None and order >= limit:
             return False
         return self.config.schedule.on(now - self._started[key])
 

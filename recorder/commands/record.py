@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from recorder.fault_options import add_fault_arguments, fault_config_from
 from recorder.usage import UsageError
+
+if TYPE_CHECKING:
+    from recorder.faults import FaultConfig
 
 
 def register(sub: Any) -> None:
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             upstream = None
         config = ProxyConfig(db=args.db, listen_host=host, listen_port=port, mode=args.mode,
-                             upstream=upstream, raw=args.raw, checks=_checks_json(args),
+                             upstream=upstream, raw=args.raw, checks=_checks_json(args, faults),
                              quiet=args.quiet, faults=faults.to_json() if faults else "")
         _check_writable(args.db)
         code = run_proxy(config)
@@ -59,16 +62,24 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _checks_json(args: argparse.Namespace) -> str:
+def _checks_json(args: argparse.Namespace, faults: FaultConfig | None = None) -> str:
     """The live checks' options, validated here so a typo fails before the proxy starts."""
+    from recorder.faults import idle_cut_seconds
     from recorder.health import HealthConfigError
     from recorder.live import load_config
 
     options = _checks_options(args)
     try:
-        load_config(options)
+        config = load_config(options)
     except HealthConfigError as exc:
         raise UsageError(str(exc)) from None
+    cuts = set(idle_cut_seconds(faults.specs)) if faults else set()
+    if cuts - set(config.idle_timeouts):
+        # `--fault idle-cut=D` closes streams at D: the live idle-timeout-close check must
+        # know that deadline (added to the configured ones).
+        data = orjson.loads(options)
+        data["idle_timeouts"] = sorted(set(config.idle_timeouts) | cuts)
+        options = orjson.dumps(data).decode()
     return options
 
 

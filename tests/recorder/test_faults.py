@@ -171,3 +171,20 @@ def test_every_kind_is_in_the_readme_table():
     for kind in FAULT_KINDS.values():
         assert f"`{kind.name}{kind.grammar}`" in readme, kind.name
         assert f"`{kind.flags[0]}`" in readme
+
+
+def test_flags_are_marked_injected_by_kind_session_and_time():
+    from recorder.faults import is_injected, mark_injected
+    from recorder.model import Flag
+
+    rows = [{"id": 7, "t": 100.0, "kind": "cut-stream", "spec": "cut-stream=3",
+             "action": "cut", "stream_id": 4}]
+    truncated = Flag("stream-truncated", "warning", 100.2, "cut", stream_id=4, session_id=1)
+    marked = mark_injected(truncated, rows)
+    assert marked.details["injected"] == {"spec": "cut-stream=3", "action": "cut",
+                                          "injection": 7}
+    # Another kind, or a flag long before the injection, is natural.
+    assert not is_injected(mark_injected(
+        Flag("heartbeat-missing", "warning", 100.2, "quiet", session_id=1), rows))
+    assert not is_injected(mark_injected(
+        Flag("stream-truncated", "warning", 50.0, "cut", stream_id=9, session_id=1), rows))

@@ -189,7 +189,10 @@ def test_delay_makes_a_call_slow_past_the_deadline(record, mcp_server, transport
 @pytest.mark.parametrize(("transport", "path"), TRANSPORTS)
 def test_idle_cut_closes_a_quiet_stream(record, mcp_server, transport, path, tmp_path):
     server = mcp_server(transport, ping_interval=0)  # no heartbeats: the GET is quiet
-    rec = record(server.url, "--fault", "idle-cut=1s", "--check-config", _config(tmp_path))
+    # No idle_timeouts in the config: the injected deadline (1 s) is learned from the fault.
+    config = tmp_path / "idle.json"
+    config.write_bytes(orjson.dumps({"idle_tolerance": 0.15}))
+    rec = record(server.url, "--fault", "idle-cut=1s", "--check-config", str(config))
 
     async def scenario(session):
         await asyncio.sleep(3.5)
@@ -208,7 +211,10 @@ def test_idle_cut_closes_a_quiet_stream(record, mcp_server, transport, path, tmp
     else:
         # The Streamable HTTP client reopens its GET stream after each cut; POSTs still work.
         assert seen == ("result", "3") and cuts >= 2 and gets >= 2, (seen, cuts, gets)
-    _, report = check(rec.db, "--config", _config(tmp_path))
+    live = q(rec.db, "SELECT details FROM flags WHERE source = 'live' AND kind = ?",
+             "idle-timeout-close")
+    assert live and all(orjson.loads(d)["injected"]["spec"] == "idle-cut=1s" for (d,) in live)
+    _, report = check(rec.db, "--config", str(config))
     kinds = serious(report)
     assert ("idle-timeout-close", True) in kinds
     assert all(injected for _, injected in kinds), kinds
@@ -228,3 +234,30 @@ def test_buffer_releases_bursts(record, mcp_server, transport, path, tmp_path):
     assert q(rec.db, "SELECT count(*) FROM injections WHERE action = 'released'")[0][0] >= 2
     _, report = check(rec.db, "--config", _config(tmp_path))
     assert serious(report) == [("buffered-stream", True)]
+
+
+def test_fault_sessions_limits_faults_to_the_first_sessions(record, mcp_server):
+    server = mcp_server("streamable-http", ping_interval=0.2)
+    rec = record(server.url, "--fault", "error=tools/call:*:-32000", "--fault-sessions", "1")
+
+    async def scenario(session):
+        return await call(session, "add", {"a": 1, "b": 2})
+
+    first = run_client(rec.url + "/mcp", "streamable-http", scenario)
+    second = run_client(rec.url + "/mcp", "streamable-http", scenario)
+    assert rec.stop() == 0
+    assert (first, second) == (("error", -32000), ("result", "3"))
+    assert q(rec.db, "SELECT DISTINCT i.session_id FROM injections i") == [(1,)]
+
+
+def test_bad_fault_options_fail_before_anything_starts(tmp_path, capsys):
+    from recorder.cli import main
+
+    db = tmp_path / "never.db"
+    for args in (["--fault", "cut-stream=-1"], ["--fault-after", "2s"],
+                 ["--fault", "drop-heartbeats", "--fault-every", "soon"]):
+        assert main(["record", "--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0",
+                     "--db", str(db), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("ssetap: error: --fault"), err
+    assert not db.exists()
