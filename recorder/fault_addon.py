@@ -35,6 +35,7 @@ import orjson
 from mitmproxy import ctx, exceptions, http
 
 from recorder.addon import PROXY_ANSWERED
+from recorder.fault_stream import StreamFilter
 from recorder.faults import (
     SESSION_NOT_FOUND_BODY,
     FaultConfig,
@@ -42,7 +43,6 @@ from recorder.faults import (
     FaultSpecError,
     Injection,
     RequestAction,
-    StreamFilter,
     describe,
     request_target,
 )
@@ -162,9 +162,7 @@ class FaultInjector:
         key = _session_key(flow.request)
         if key is None and flow.request.method == "GET":
             key = f"stream:{flow.id}"  # legacy: the session id comes in the endpoint event
-        stream_filter = StreamFilter(plan.stream_specs(), plan, key)
-        stream_filter.last_activity = time.time()  # idle-cut counts from the stream's opening
-        plan.see(key, stream_filter.last_activity)
+        stream_filter = StreamFilter(plan, key, time.time())
         resp.stream = self._wrap(flow, stream_filter, resp.stream)
         if stream_filter.idle_seconds is not None:
             self._arm_idle(flow, stream_filter)
@@ -204,7 +202,7 @@ class FaultInjector:
                 return
             self._arm_idle(flow, stream_filter)
 
-        last = stream_filter.last_activity or time.time()
+        last = stream_filter.last_activity
         delay = max(0.05, min(seconds, last + seconds - time.time()))
         handle = loop.call_later(delay, check)
         self._timers.add(handle)

@@ -21,13 +21,13 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from recorder.fault_stream import StreamFilter
 from recorder.faults import (
     SESSION_NOT_FOUND_BODY,
     FaultConfig,
     FaultPlan,
     Injection,
     RequestAction,
-    StreamFilter,
     describe,
     request_target,
 )
@@ -142,9 +142,7 @@ class FaultMiddleware:
                     if stream_key is None and scope["method"] == "GET":
                         self._streams += 1
                         stream_key = f"stream:{self._streams}"
-                    stream_filter = StreamFilter(plan.stream_specs(), plan, stream_key)
-                    stream_filter.last_activity = self.clock()
-                    plan.see(stream_key, stream_filter.last_activity)
+                    stream_filter = StreamFilter(plan, stream_key, self.clock())
                     state["filter"] = stream_filter
                 await send(message)
                 return

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from recorder.fault_stream import StreamFilter
 from recorder.faults import (
     FAULT_KINDS,
     FaultConfig,
     FaultPlan,
     FaultSpecError,
-    StreamFilter,
     fault_config,
     parse_fault,
 )
@@ -94,8 +94,7 @@ STREAM = (b": ping\r\n\r\nid: 1\r\ndata: {\"a\":1}\r\n\r\n: ping\r\n\r\n"
 
 
 def _filtered(specs, data, step):
-    stream = FaultPlan(fault_config(specs)).stream_filter("s", 0.0)
-    assert stream is not None
+    stream = StreamFilter(FaultPlan(fault_config(specs)), "s", 0.0)
     out = b""
     injections = []
     for i in range(0, len(data), step):
@@ -128,8 +127,7 @@ def test_a_filter_without_changes_keeps_the_bytes():
 
 
 def test_buffer_holds_and_releases_in_bursts():
-    stream = FaultPlan(fault_config(["buffer=2s"])).stream_filter("s", 0.0)
-    assert stream is not None
+    stream = StreamFilter(FaultPlan(fault_config(["buffer=2s"])), "s", 0.0)
     assert stream.feed(b": a\n\n", 0.0).data == b""
     assert stream.feed(b": b\n\n", 1.0).data == b""
     burst = stream.feed(b": c\n\n", 2.5)
@@ -140,8 +138,7 @@ def test_buffer_holds_and_releases_in_bursts():
 
 
 def test_idle_cut_expires_after_silence():
-    stream = FaultPlan(fault_config(["idle-cut=1s"])).stream_filter("s", 0.0)
-    assert stream is not None
+    stream = StreamFilter(FaultPlan(fault_config(["idle-cut=1s"])), "s", 0.0)
     stream.feed(b": a\n\n", 5.0)
     assert stream.idle_expired(5.9) is None
     injection = stream.idle_expired(6.1)
@@ -150,7 +147,7 @@ def test_idle_cut_expires_after_silence():
 
 def test_legacy_responses_are_dropped_or_replaced():
     plan = FaultPlan(fault_config(["hang=tools/call:slow", "error=tools/call:echo:-32001"]))
-    stream = StreamFilter(plan.stream_specs(), plan, "stream:1")  # as the shells make them
+    stream = StreamFilter(plan, "stream:1", 0.0)
     stream.feed(b"event: endpoint\r\ndata: /messages/?session_id=abc\r\n\r\n", 0.0)
     assert stream.legacy_session == "abc"
     hang = plan.for_request("abc", 1.0, "tools/call", "slow", 7)
