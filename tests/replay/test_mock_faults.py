@@ -162,3 +162,41 @@ def test_serve_fault_recorded_by_the_proxy_is_flagged(captures: dict[str, Captur
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def test_idle_cut_on_the_mock_the_client_reopens_its_stream(
+        captures: dict[str, Capture]) -> None:
+    # timing fast: no heartbeats, so the session stream is quiet and gets cut.
+    server = serve_capture(str(captures["streamable-http"].db), timing=parse_timing("fast"),
+                           faults=fault_config(["idle-cut=500ms"]))
+    try:
+        async with open_client(server.mcp_url, "streamable-http") as session:
+            await asyncio.sleep(2.0)
+            assert text_of(await session.call_tool("echo", {"text": "hello"})) == "hello"
+        assert server.faults is not None
+        cuts = [i for i in server.faults.injections if i.action == "idle-cut"]
+        assert len(cuts) >= 2  # the SDK client reopened its GET stream after the first cut
+    finally:
+        server.stop()
+
+
+async def test_buffer_on_the_mock_releases_progress_in_one_burst(
+        captures: dict[str, Capture]) -> None:
+    # timing recorded: the countdown's progress leaves 0.15 s apart, unless buffered.
+    server = serve_capture(str(captures["streamable-http"].db),
+                           faults=fault_config(["buffer=5s"]))
+    try:
+        arrived: list[float] = []
+
+        async def on_progress(value: float, total: float | None, message: str | None) -> None:
+            arrived.append(time.monotonic())
+
+        async with open_client(server.mcp_url, "streamable-http") as session:
+            result = await session.call_tool("countdown", {"n": 3, "delay": 0.15},
+                                             progress_callback=on_progress)
+            assert text_of(result) == "liftoff"
+        assert len(arrived) == 3 and arrived[-1] - arrived[0] < 0.1  # one burst, at the end
+        assert server.faults is not None
+        assert "released" in [i.action for i in server.faults.injections]
+    finally:
+        server.stop()
