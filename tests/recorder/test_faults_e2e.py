@@ -8,10 +8,13 @@ Intervals are short (0.2 s heartbeats, 1.5 s request deadline) and margins wide.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 
 import orjson
 import pytest
 
+from recorder.cli import main as ssetap
 from tests.recorder.capture_query import q
 from tests.recorder.fault_helpers import call, check, flags, run_client, serious
 
@@ -68,6 +71,12 @@ def test_hang_leaves_the_call_unanswered(record, mcp_server, transport, path):
     assert code == 0  # injected faults do not fail the check ...
     code, _ = check(rec.db, "--request-timeout", "1.5s", "--include-injected")
     assert code == 1  # ... unless asked
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert ssetap(["check", str(rec.db), "--no-store", "--request-timeout", "1.5s"]) == 0
+    text = out.getvalue()
+    assert "request-timeout" in text and "[injected: hang=tools/call:echo]" in text
+    assert "0 flags at or above error (1 injected, not counted: --include-injected)" in text
 
 
 @pytest.mark.parametrize(("transport", "path"), TRANSPORTS)
