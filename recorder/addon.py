@@ -36,6 +36,8 @@ from mitmproxy import ctx, exceptions, http
 log = logging.getLogger("ssetap")
 
 SEND_INTERVAL = 0.01
+# flow.metadata key set by an addon that answers a request itself (recorder.fault_addon).
+PROXY_ANSWERED = "ssetap_proxy_answered"
 MAX_FRAME_EVENTS = 2000
 
 
@@ -167,12 +169,22 @@ class Recorder:
         append(("h", flow.id, time.time(), resp.status_code, resp.reason,
                 list(resp.headers.items(multi=True)), True))
 
+    def record_injection(self, flow_id: str, t: float, injection: bytes) -> None:
+        """A change `--fault` (recorder.fault_addon) made to this flow, for the capture."""
+        append = self._append
+        if append is not None:
+            append(("f", flow_id, t, injection))
+
     def response(self, flow: http.HTTPFlow) -> None:
         append = self._append
         if append is None or flow.response is None:
             return
         # Streamed bodies went through the tap; a replayed or offline flow carries its body.
         body = None if flow.live else flow.response.raw_content
+        if flow.metadata.get(PROXY_ANSWERED):
+            # Another addon answered in `request` (`--fault`): the body never went through
+            # the tap.
+            body = flow.response.raw_content
         if body:
             append(("c", flow.id, time.time(), body))
         append(("e", flow.id, time.time(), None))

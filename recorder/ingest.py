@@ -53,6 +53,8 @@ from recorder.sse import SseParser
 #   ("e", flow, t, body)         response complete (body None when it was streamed)
 #   ("x", flow, t, message)      the flow failed (disconnect, upstream down)
 #   ("t", t)                     clock tick
+#   ("f", flow, t, injection)    `--fault` changed this flow on purpose (injection: JSON of
+#                                recorder.faults.Injection)
 RawEvent = tuple[Any, ...]
 
 # Stored bodies and event data are capped; the full size is kept beside them.
@@ -195,6 +197,28 @@ class Ingest:
             self._error(event[1], event[2], event[3])
         elif kind == "t":
             self.tick(event[1])
+        elif kind == "f":
+            self._injection(event[1], event[2], event[3])
+
+    def _injection(self, flow_id: str, t: float, payload: bytes) -> None:
+        """Record a change `--fault` made, tied to the exchange and stream it touched."""
+        try:
+            injection = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        flow = self.flows.get(flow_id)
+        detail = injection.get("detail")
+        row = {
+            "id": self.sink.next_id("injections"),
+            "session_id": flow.session.id if flow and flow.session else None,
+            "exchange_id": flow.exchange_id if flow else None,
+            "stream_id": flow.stream.id if flow and flow.stream else None,
+            "t": t, "spec": str(injection.get("spec")), "kind": str(injection.get("kind")),
+            "action": str(injection.get("action")),
+            "detail": orjson.dumps(detail).decode() if detail else None,
+        }
+        self.sink.insert("injections", row)
+        self._emit("injection", t, row)
 
     def tick(self, t: float) -> None:
         self.now = max(self.now, t)

@@ -33,6 +33,7 @@ class ProxyConfig:
     redact_paths: str = ""  # rules, one `[METHOD[:NAME]] PATH` a line
     proxy_auth: str | None = None  # mitmproxy's proxyauth spec (regular mode)
     allow_upstream: tuple[tuple[str, int], ...] = ()  # regular mode: where it may forward
+    faults: str = ""  # recorder.faults.FaultConfig as JSON; "" = no fault injection
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -146,6 +147,12 @@ async def _run(config: ProxyConfig) -> int:
     master.addons.add(Recorder(), announcer)
     if config.mode == "regular" and config.allow_upstream:
         master.addons.add(_UpstreamGuard(config.allow_upstream))
+    if config.faults:
+        # After the recorder, so it records requests as they arrived and the bytes as the
+        # client got them (the fault filter runs in front of its tap).
+        from recorder.fault_addon import FaultInjector
+
+        master.addons.add(FaultInjector())
     # Lazy connections: a dead upstream then answers the client's request with a 502 (which
     # is recorded as a failed exchange) instead of dropping the client's connection.
     settings: dict[str, Any] = {"ssetap_db": config.db, "ssetap_raw": config.raw,
@@ -157,6 +164,8 @@ async def _run(config: ProxyConfig) -> int:
         settings["keep_host_header"] = True
     if config.proxy_auth:
         settings["proxyauth"] = config.proxy_auth
+    if config.faults:
+        settings["ssetap_faults"] = config.faults
     master.options.update(**settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

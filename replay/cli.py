@@ -167,11 +167,13 @@ def _log_line(text: str) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """`ssetap serve`: run a mock of the capture until Ctrl-C or SIGTERM."""
+    from recorder.fault_options import fault_config_from
     from recorder.listen import ListenError, check_exposure
     from replay.catalog import build_catalog
     from replay.host_guard import HostRules
     from replay.mock import MockError, MockServer
 
+    faults = fault_config_from(args)  # validated before anything starts
     host, port = parse_listen(args.listen)
     try:
         warning = check_exposure(host, mode="serve", proxy_auth=False, allow=(),
@@ -187,7 +189,7 @@ def run_serve(args: argparse.Namespace) -> int:
         catalog = build_catalog(load_recordings(args.db, args.session, with_streams=True))
         log = None if args.quiet else _log_line
         server = MockServer(catalog, host=host, port=port, timing=timing, host_rules=rules,
-                            log=log).start()
+                            log=log, faults=faults).start()
     except (PlanError, RecordingError, MockError) as exc:
         raise ReplayUsageError(str(exc)) from None
     sessions = len(catalog.sessions)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from recorder.fault_options import add_fault_arguments
+
 
 def register(sub: Any) -> None:
     """Add `ssetap replay`, `ssetap serve` and `ssetap diff` to the CLI's subcommands."""
@@ -76,6 +78,7 @@ def register_serve(sub: Any) -> None:
                    "browser requests from this Origin, e.g. http://app.test:3000 (others "
                    "than loopback get 403); repeatable")
     p.add_argument("--quiet", action="store_true", help="only print errors")
+    add_fault_arguments(p, "mock")
     p.set_defaults(func=_run_serve)
 
 

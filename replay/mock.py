@@ -34,7 +34,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 from starlette.applications import Starlette
@@ -60,6 +60,10 @@ from replay.event_log import EventStore
 from replay.host_guard import HostGuard, HostRules
 from replay.matching import Matcher
 from replay.plan import RECORDED, Timing
+
+if TYPE_CHECKING:
+    from recorder.faults import FaultConfig
+    from replay.mock_faults import FaultMiddleware
 
 _SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 _SERVER_INFO = {"name": "ssetap-mock", "version": "0.1.0"}
@@ -576,10 +580,18 @@ class MockServer(AppServer):
 
     def __init__(self, catalog: Catalog, *, host: str = "127.0.0.1", port: int = 0,
                  timing: Timing = RECORDED, host_rules: HostRules | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 faults: FaultConfig | None = None) -> None:
         self.mock = MockApp(catalog, timing, log)
-        # Host and Origin checked before the mock sees a request (DNS rebinding).
-        self.guard = HostGuard(self.mock.app, host_rules or HostRules.for_listener(host))
+        app: Any = self.mock.app
+        self.faults: FaultMiddleware | None = None
+        if faults is not None and faults.specs:
+            # `--fault`: the mock misbehaves on purpose (replay.mock_faults).
+            from replay.mock_faults import FaultMiddleware
+
+            app = self.faults = FaultMiddleware(app, faults)
+        # Host and Origin checked before the mock (or a fault) sees a request (DNS rebinding).
+        self.guard = HostGuard(app, host_rules or HostRules.for_listener(host))
         try:
             super().__init__(self.guard, host=host, port=port, name="ssetap-mock")
         except AppServerError as exc:
@@ -606,10 +618,11 @@ class MockServer(AppServer):
 
 
 def serve_capture(capture: str, *, session: str | None = None, host: str = "127.0.0.1",
-                  port: int = 0, timing: Timing = RECORDED) -> MockServer:
+                  port: int = 0, timing: Timing = RECORDED,
+                  faults: FaultConfig | None = None) -> MockServer:
     """Load a capture and start a mock for it (in a background thread); call `.stop()`."""
     from replay.catalog import build_catalog
     from replay.recording import load_recordings
 
     catalog = build_catalog(load_recordings(capture, session, with_streams=True))
-    return MockServer(catalog, host=host, port=port, timing=timing).start()
+    return MockServer(catalog, host=host, port=port, timing=timing, faults=faults).start()

@@ -95,16 +95,23 @@ def ssetap_mock() -> Iterator[Callable[..., str]]:
     """`ssetap_mock(db_path, session=None, timing="recorded", transport="auto")` -> URL.
 
     The URL is the recorded transport's endpoint (`transport="sse"` or `"streamable-http"`
-    picks one); every mock started by the test stops at teardown.
+    picks one); every mock started by the test stops at teardown. `faults=[...]` (specs as
+    for `--fault`, with `fault_after`, `fault_every`, `fault_sessions`) makes it misbehave.
     """
     servers: list[MockServer] = []
 
     def start(db_path: str | os.PathLike[str], *, session: str | None = None,
-              timing: str = "recorded", transport: str = "auto") -> str:
+              timing: str = "recorded", transport: str = "auto", faults: Sequence[str] = (),
+              fault_after: str | float | None = None, fault_every: str | float | None = None,
+              fault_sessions: int | None = None) -> str:
+        from recorder.faults import fault_config
         from replay.mock import serve_capture
         from replay.plan import parse_timing
 
-        server = serve_capture(str(db_path), session=session, timing=parse_timing(timing))
+        config = fault_config(faults, after=fault_after, every=fault_every,
+                              sessions=fault_sessions) if faults else None
+        server = serve_capture(str(db_path), session=session, timing=parse_timing(timing),
+                               faults=config)
         servers.append(server)
         if transport == "auto":
             return server.recorded_url

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from recorder.fault_options import add_fault_arguments, fault_config_from
 from recorder.usage import UsageError
+
+if TYPE_CHECKING:
+    from recorder.faults import FaultConfig
 
 
 def register(sub: Any) -> None:
@@ -44,12 +48,14 @@ def register(sub: Any) -> None:
     p.add_argument("--check-config", metavar="FILE", help="JSON file of thresholds for the live "
                    "checks (the same as `ssetap check --config`)")
     p.add_argument("--quiet", action="store_true", help="only print errors")
+    add_fault_arguments(p, "proxy")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from recorder.proxy import ProxyConfig, ProxyError, parse_listen, parse_upstream, run_proxy
 
+    faults = fault_config_from(args)  # validated before anything starts
     try:
         host, port = parse_listen(args.listen)
         from recorder.compat import refuse_exposed_listen
@@ -65,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
             upstream = None
         allow, proxy_auth = _exposure(args, host)
         config = ProxyConfig(db=args.db, listen_host=host, listen_port=port, mode=args.mode,
-                             upstream=upstream, raw=args.raw, checks=_checks_json(args),
+                             upstream=upstream, raw=args.raw, checks=_checks_json(args, faults),
                              quiet=args.quiet, redact_paths=redact_paths(args),
-                             proxy_auth=proxy_auth, allow_upstream=allow)
+                             proxy_auth=proxy_auth, allow_upstream=allow,
+                             faults=faults.to_json() if faults else "")
         _check_writable(args.db)
         code = run_proxy(config)
     except ProxyError as exc:
@@ -123,16 +130,24 @@ def redact_paths(args: argparse.Namespace) -> str:
     return text
 
 
-def _checks_json(args: argparse.Namespace) -> str:
+def _checks_json(args: argparse.Namespace, faults: FaultConfig | None = None) -> str:
     """The live checks' options, validated here so a typo fails before the proxy starts."""
+    from recorder.faults import idle_cut_seconds
     from recorder.health import HealthConfigError
     from recorder.live import load_config
 
     options = _checks_options(args)
     try:
-        load_config(options)
+        config = load_config(options)
     except HealthConfigError as exc:
         raise UsageError(str(exc)) from None
+    cuts = set(idle_cut_seconds(faults.specs)) if faults else set()
+    if cuts - set(config.idle_timeouts):
+        # `--fault idle-cut=D` closes streams at D: the live idle-timeout-close check must
+        # know that deadline (added to the configured ones).
+        data = orjson.loads(options)
+        data["idle_timeouts"] = sorted(set(config.idle_timeouts) | cuts)
+        options = orjson.dumps(data).decode()
     return options
 
 
