@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from mcp import ClientSession, McpError
+from mcp import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
 
+from recorder import sdk
 from recorder.cli import main as ssetap
-from recorder.demo_client import _open_transport
+
+McpError = sdk.error_class()
 
 Scenario = Callable[[ClientSession], Awaitable[Any]]
 
@@ -22,13 +26,16 @@ Scenario = Callable[[ClientSession], Awaitable[Any]]
 def run_client(url: str, transport: str, scenario: Scenario, *, timeout: float = 10.0) -> Any:
     """Initialize an official-SDK client session and run `scenario` in it; its result back."""
 
+    # The handshake-era ClientSession on either SDK generation (v2 types the timeout as float).
+    read_timeout: Any = timeout if sdk.generation() >= 2 else timedelta(seconds=timeout)
+
     async def main() -> Any:
-        async with (
-            _open_transport(url, transport) as (read, write),  # type: ignore[arg-type]
-            ClientSession(read, write, read_timeout_seconds=timedelta(seconds=timeout)) as session,
-        ):
-            await session.initialize()
-            return await scenario(session)
+        opener: Any = sse_client(url) if transport == "sse" else streamable_http_client(url)
+        async with opener as streams:
+            async with ClientSession(streams[0], streams[1],
+                                     read_timeout_seconds=read_timeout) as session:
+                await session.initialize()
+                return await scenario(session)
 
     return asyncio.run(asyncio.wait_for(main(), 60))
 
