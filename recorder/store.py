@@ -13,19 +13,23 @@ Design notes:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import queue
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from recorder import gaps
+
 FORMAT_NAME = "ssetap-capture"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StoreError(Exception):
@@ -184,7 +188,31 @@ CREATE TABLE flags (
 CREATE INDEX flags_session ON flags(session_id, id);
 """
 
-TABLES = ("sessions", "exchanges", "streams", "chunks", "sse_events", "messages", "calls", "flags")
+# v2: what a recording could not keep (recorder.gaps), and the size of every body as sent.
+_SCHEMA_V2 = """
+CREATE TABLE capture_gaps (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER REFERENCES sessions(id),
+    exchange_id INTEGER REFERENCES exchanges(id),
+    stream_id INTEGER REFERENCES streams(id),
+    start_offset INTEGER,
+    end_offset INTEGER,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    events INTEGER,
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    details TEXT
+);
+CREATE INDEX capture_gaps_session ON capture_gaps(session_id, id);
+CREATE INDEX capture_gaps_stream ON capture_gaps(stream_id);
+ALTER TABLE exchanges ADD COLUMN request_size INTEGER;
+ALTER TABLE exchanges ADD COLUMN response_size INTEGER;
+"""
+
+TABLES = ("sessions", "exchanges", "streams", "chunks", "sse_events", "messages", "calls", "flags",
+          "capture_gaps")
 
 
 def _migrate_to_1(db: sqlite3.Connection) -> None:
@@ -193,8 +221,14 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO meta(key, value) VALUES ('created_at', ?)", (repr(time.time()),))
 
 
+def _migrate_to_2(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V2.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
 # Registered migrations: index i brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
 
 
 def schema_version(db: sqlite3.Connection) -> int:
@@ -221,14 +255,25 @@ def migrate(db: sqlite3.Connection) -> int:
             f"capture schema v{version} is newer than this ssetap (v{SCHEMA_VERSION}); upgrade ssetap"
         )
     while version < SCHEMA_VERSION:
-        with db:
-            MIGRATIONS[version](db)
+        if version == 0:
+            MIGRATIONS[0](db)  # executescript: it manages its own transaction
+        else:
+            db.execute("BEGIN")
+        try:
+            if version:
+                MIGRATIONS[version](db)
             version += 1
             db.execute(
                 "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 (str(version),),
             )
+            if db.in_transaction:
+                db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
     return version
 
 
@@ -264,15 +309,101 @@ def create_private(path: Path) -> None:
 
 # --- Writer ---------------------------------------------------------------------------------
 
+# Rows of traffic data: under a write failure these are dropped (and counted as a gap), the
+# rest of a failed batch is retried.
+_DATA_TABLES = frozenset({"chunks", "sse_events", "messages"})
+
+
+def _print_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute("INSERT INTO meta(key, value) VALUES (?, ?) "
+               "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
+
+def recover_interrupted(db: sqlite3.Connection) -> int:
+    """Mark what a killed recorder left open; returns how many streams it marked.
+
+    A recorder sets `recording_state = recording` when it starts and something else when it
+    closes; finding `recording` under the writer's lock means the last one never closed. Its
+    open streams get `close_reason = 'recorder-crash'` (closed at their last stored chunk, with
+    counters recomputed from what was stored) and a `recording-interrupted` flag each; its
+    open exchanges are ended with an error saying so.
+    """
+    found = db.execute("SELECT value FROM meta WHERE key = ?", (gaps.STATE_KEY,)).fetchone()
+    if not found or found[0] != gaps.RECORDING:
+        return 0
+    db.execute("BEGIN")
+    try:
+        streams = db.execute("""
+            SELECT s.id, s.session_id, s.exchange_id, s.opened_at,
+                   (SELECT max(t) FROM chunks c WHERE c.stream_id = s.id),
+                   (SELECT max(offset + length(data)) FROM chunks c WHERE c.stream_id = s.id),
+                   (SELECT count(*) FROM chunks c WHERE c.stream_id = s.id),
+                   (SELECT count(*) FROM sse_events e WHERE e.stream_id = s.id
+                      AND e.kind = 'event')
+            FROM streams s WHERE s.closed_at IS NULL""").fetchall()
+        (flag_id,) = db.execute("SELECT coalesce(max(id), 0) FROM flags").fetchone()
+        for stream_id, session_id, exchange_id, opened_at, last_t, size, chunks, events in streams:
+            closed_at = last_t if last_t is not None else opened_at
+            db.execute("UPDATE streams SET closed_at = ?, close_reason = 'recorder-crash', "
+                       "bytes = max(bytes, ?), chunks = max(chunks, ?), events = max(events, ?) "
+                       "WHERE id = ?", (closed_at, size or 0, chunks, events, stream_id))
+            flag_id += 1
+            db.execute("INSERT INTO flags (id, session_id, stream_id, exchange_id, t, kind, "
+                       "severity, message, source) VALUES (?, ?, ?, ?, ?, ?, 'error', ?, ?)",
+                       (flag_id, session_id, stream_id, exchange_id, closed_at,
+                        gaps.RECORDING_INTERRUPTED,
+                        "the recorder was killed while this stream was open; what it carried "
+                        "after the last stored chunk is not in the capture", gaps.FLAG_SOURCE))
+        db.execute("UPDATE exchanges SET ended_at = coalesce(response_at, started_at), "
+                   "error = coalesce(error, 'recording interrupted (the recorder was killed)') "
+                   "WHERE ended_at IS NULL")
+        _set_meta(db, gaps.STATE_KEY, gaps.INTERRUPTED)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return len(streams)
+
+
+def recover_if_interrupted(path: str | os.PathLike[str]) -> int:
+    """Open a capture for writing just long enough to mark an interrupted recording.
+
+    Returns how many streams were marked; 0 when the file is being recorded right now (its
+    lock is held), is read-only to us, or was closed cleanly."""
+    try:
+        writer = StoreWriter(path)
+    except (StoreError, OSError):
+        return 0
+    try:
+        return writer.recovered
+    finally:
+        with contextlib.suppress(StoreError):
+            writer.close()
+
+
 
 class StoreWriter:
     """The single writer of a capture: a thread that applies queued operations in batches.
 
-    Operations are `insert(table, row)` and `update(table, id, changes)`; `flush()` waits until
-    everything queued so far is committed. Ids come from `next_id(table)`.
+    Operations are `insert(table, row)`, `update(table, id, changes)` and `record_gap(gap)`;
+    `flush()` waits until everything queued so far is applied. Ids come from `next_id(table)`.
+
+    A failed batch (disk full, I/O error, the file locked by someone else) is rolled back and
+    its cause reported once through `report`; the batch's structural rows (sessions, exchanges,
+    streams, calls, flags, gaps, updates: small, and what keeps the capture's shape) are kept
+    and retried with backoff, its data rows (chunks, SSE events, messages) are dropped and
+    counted per stream. When a write succeeds again, what was dropped becomes `write-failed`
+    gaps. The file stays consistent throughout: SQLite rolls a failed transaction back whole.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, batch_seconds: float = 0.05) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, batch_seconds: float = 0.05,
+                 recording: bool = False,
+                 report: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         create_private(self.path)
         self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
@@ -282,10 +413,16 @@ class StoreWriter:
             os.close(self._lock_fd)
             raise StoreError(f"{self.path} is being written by another ssetap recorder") from None
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # A short busy timeout: another process holding the file must not stall the
+            # writer for long; the batch is retried instead.
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                       timeout=1.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             migrate(self._db)
+            self.recovered = recover_interrupted(self._db)
+            if recording:
+                _set_meta(self._db, gaps.STATE_KEY, gaps.RECORDING)
         except sqlite3.DatabaseError as exc:
             self._release_lock()
             raise StoreError(f"{self.path}: {exc}") from None
@@ -301,18 +438,29 @@ class StoreWriter:
             table: tuple(r[1] for r in self._db.execute(f"PRAGMA table_info({table})"))
             for table in TABLES
         }
+        self._id_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batch_seconds = batch_seconds
+        self._report = report or _print_line
         self._error: BaseException | None = None
         self._closed = False
+        # Write-failure bookkeeping (writer thread only, read by the owner after close).
+        self._retry: list[Any] = []
+        self._lost: dict[tuple[int | None, int | None], list[Any]] = {}
+        self._failing_since: float | None = None
+        self.failures = 0
+        self.gaps_written = 0
+        self.unwritten_gaps: list[gaps.CaptureGap] = []
         self._thread = threading.Thread(target=self._run, name="ssetap-store-writer", daemon=True)
         self._thread.start()
 
     # Producer side (any thread) --------------------------------------------------------------
 
     def next_id(self, table: str) -> int:
-        value = self._next[table]
-        self._next[table] = value + 1
+        # Locked: the writer thread allocates ids too (gap flags), and `x += 1` is not atomic.
+        with self._id_lock:
+            value = self._next[table]
+            self._next[table] = value + 1
         return value
 
     def insert(self, table: str, row: dict[str, Any]) -> None:
@@ -322,9 +470,18 @@ class StoreWriter:
         if changes:
             self._queue.put(("u", table, row_id, changes))
 
+    def record_gap(self, gap: gaps.CaptureGap) -> None:
+        """Queue a `capture_gaps` row and its `capture-gap` flag."""
+        self._queue.put(("g", gap))
+
     def backlog(self) -> int:
         """Operations queued and not yet applied (approximate)."""
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._retry)
+
+    @property
+    def complete(self) -> bool:
+        """No write ever failed (what was dropped, if anything, is in no gap either)."""
+        return self.failures == 0
 
     def set_meta(self, key: str, value: str) -> None:
         self._queue.put(("m", key, value))
@@ -336,7 +493,7 @@ class StoreWriter:
         self._queue.put(("d", table, column, value))
 
     def flush(self, timeout: float | None = 30.0) -> None:
-        """Block until every operation queued before this call is committed."""
+        """Block until every operation queued before this call is applied (or failed)."""
         done = threading.Event()
         self._queue.put(("f", done))
         if not done.wait(timeout):
@@ -344,12 +501,19 @@ class StoreWriter:
         if self._error is not None:
             raise StoreError(f"writing the capture failed: {self._error}")
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Apply what is queued and close; raises StoreError if a write failed for good.
+
+        With `timeout`, gives up waiting for the writer thread after that long (the thread is
+        a daemon: what it had not written is lost with the process, and the capture stays
+        marked as recording, so its next opening marks it interrupted)."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(None)
-        self._thread.join()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise StoreError("the capture writer did not finish in time")
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.DatabaseError:
@@ -373,18 +537,17 @@ class StoreWriter:
 
     def _run(self) -> None:
         stop = False
+        backoff = 0.0
         while not stop:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + self._batch_seconds
-            while len(batch) < 20000:
-                remaining = deadline - time.monotonic()
-                try:
-                    batch.append(self._queue.get(timeout=max(remaining, 0)) if remaining > 0
-                                 else self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            if self._retry and backoff:
+                # Failing: wait before the next attempt, but keep taking what comes (the
+                # producer's backlog stays bounded; a stop request ends the wait).
+                batch = self._take(backoff)
+            else:
+                batch = self._take(None)
             waiters = []
-            ops = []
+            ops = self._retry
+            self._retry = []
             for op in batch:
                 if op is None:
                     stop = True
@@ -392,13 +555,106 @@ class StoreWriter:
                     waiters.append(op[1])
                 else:
                     ops.append(op)
-            if ops and self._error is None:
-                try:
-                    self._apply(ops)
-                except Exception as exc:  # keep the thread alive so flush/close report it
-                    self._error = exc
+            if ops:
+                failure = self._attempt(ops)
+                if failure is None:
+                    backoff = 0.0
+                    if self._failing_since is not None:
+                        self._resumed()
+                else:
+                    backoff = min(max(backoff * 2, 0.1), 2.0)
+                    self._failed(ops, failure)
             for waiter in waiters:
                 waiter.set()
+        if self._retry or self._lost:
+            # Last chance on close: one more attempt; what still cannot be written is reported.
+            if self._retry and self._attempt(self._retry) is None:
+                self._retry = []
+            if self._lost and self._failing_since is not None:
+                self._resumed()
+            if self._lost or self._retry:
+                self.unwritten_gaps += self._lost_gaps()
+                self._lost.clear()
+                self._retry = []
+
+    def _take(self, wait: float | None) -> list[Any]:
+        if wait is None:
+            batch = [self._queue.get()]
+        else:
+            try:
+                batch = [self._queue.get(timeout=wait)]
+            except queue.Empty:
+                return []
+        deadline = time.monotonic() + self._batch_seconds
+        while len(batch) < 20000:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=remaining) if remaining > 0
+                             else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _attempt(self, ops: list[Any]) -> BaseException | None:
+        try:
+            self._apply(ops)
+        except sqlite3.Error as exc:
+            return exc
+        except Exception as exc:  # a bug (a bad column): keep the thread alive, report it
+            self._error = exc
+        return None
+
+    def _failed(self, ops: list[Any], exc: BaseException) -> None:
+        self.failures += 1
+        if self._failing_since is None:
+            self._failing_since = time.time()
+            self._report(f"ssetap: error: writing the capture failed: {exc}; traffic still "
+                         "flows, writing is retried, and what cannot be written is recorded "
+                         "as a gap")
+        kept: list[Any] = []
+        for op in ops:
+            if op[0] == "i" and op[1] in _DATA_TABLES:
+                self._account_lost(op[1], op[2])
+            else:
+                kept.append(op)
+        self._retry = kept
+
+    def _account_lost(self, table: str, row: dict[str, Any]) -> None:
+        key = (row.get("stream_id"), row.get("exchange_id") if table == "messages" else None)
+        entry = self._lost.get(key)
+        t = row.get("t") or time.time()
+        if entry is None:
+            # [session, first t, last t, bytes, chunks, events, first offset]
+            entry = self._lost[key] = [row.get("session_id"), t, t, 0, 0, 0, None]
+        entry[1] = min(entry[1], t)
+        entry[2] = max(entry[2], t)
+        if table == "chunks":
+            entry[3] += len(row["data"])
+            entry[4] += 1
+            if entry[6] is None or row["offset"] < entry[6]:
+                entry[6] = row["offset"]
+        elif table == "sse_events" and row.get("kind") == "event":
+            entry[5] += 1
+        if entry[0] is None:
+            entry[0] = row.get("session_id")
+
+    def _lost_gaps(self) -> list[gaps.CaptureGap]:
+        return [gaps.CaptureGap(gaps.WRITE_FAILED, first, last, bytes=size, chunks=chunks,
+                                events=events, session_id=session_id, stream_id=stream_id,
+                                exchange_id=exchange_id, start_offset=offset)
+                for (stream_id, exchange_id), (session_id, first, last, size, chunks, events,
+                                               offset) in self._lost.items()]
+
+    def _resumed(self) -> None:
+        lost = self._lost_gaps()
+        if self._attempt([("g", gap) for gap in lost]) is not None:
+            return  # still failing: try again with the next batch
+        since = self._failing_since or time.time()
+        self._failing_since = None
+        self._lost.clear()
+        self._report(f"ssetap: writing the capture resumed after {time.time() - since:.1f} s; "
+                     f"{sum(g.chunks for g in lost):,} chunks ({sum(g.bytes for g in lost):,} "
+                     f"bytes) could not be written, recorded as {len(lost)} gaps")
 
     def _apply(self, ops: list[Any]) -> None:
         db = self._db
@@ -411,6 +667,7 @@ class StoreWriter:
             for sql, params in pending.pop(table, {}).items():
                 db.executemany(sql, params)
 
+        gap_ids: list[tuple[int, int]] = []
         db.execute("BEGIN")
         try:
             for op in ops:
@@ -426,22 +683,36 @@ class StoreWriter:
                         f"UPDATE {table} SET {assignments} WHERE id = ?",
                         (*changes.values(), row_id),
                     )
+                elif op[0] == "g":
+                    gap: gaps.CaptureGap = op[1]
+                    # Ids are taken once per gap, so a retried gap keeps its ids.
+                    if len(op) == 2:
+                        ids = (self.next_id("capture_gaps"), self.next_id("flags"))
+                        op = ("g", gap, ids)
+                    gap_id, flag_id = op[2]
+                    gap_ids.append((gap_id, flag_id))
+                    for table, row in (("capture_gaps", gap.row(gap_id)),
+                                       ("flags", gap.flag_row(flag_id, gap_id))):
+                        sql = self._insert_sql(table, tuple(row))
+                        pending.setdefault(table, {}).setdefault(sql, []).append(
+                            tuple(row.values()))
                 elif op[0] == "d":
                     _, table, column, value = op
                     flush(table)
                     db.execute(f'DELETE FROM {table} WHERE "{column}" = ?', (value,))
                 elif op[0] == "m":
-                    db.execute(
-                        "INSERT INTO meta(key, value) VALUES (?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                        (op[1], op[2]),
-                    )
+                    _set_meta(db, op[1], op[2])
             for table in list(pending):
                 flush(table)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk does): a second ROLLBACK would
+            # raise "no transaction is active" and hide the real cause.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
+        self.gaps_written += len(gap_ids)
 
     _sql_cache: dict[tuple[str, tuple[str, ...]], str] = {}
 
@@ -634,7 +905,35 @@ class Capture:
                     (session_id,))
 
     def counts(self) -> dict[str, int]:
-        return {t: rows(self.db, f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in TABLES}
+        return {t: rows(self.db, f"SELECT count(*) AS n FROM {t}")[0]["n"] if self.has(t) else 0
+                for t in TABLES}
+
+    def has(self, table: str) -> bool:
+        """Whether the capture has `table` (a v1 capture has no capture_gaps)."""
+        return bool(self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                    (table,)).fetchone())
+
+    def gaps(self, session_id: int | None = None) -> list[dict[str, Any]]:
+        """The capture's gaps (recorder.gaps), in time order; of one session when given."""
+        if not self.has("capture_gaps"):
+            return []
+        if session_id is None:
+            return rows(self.db, "SELECT * FROM capture_gaps ORDER BY started_at, id")
+        return rows(self.db, "SELECT * FROM capture_gaps WHERE session_id = ? "
+                    "ORDER BY started_at, id", (session_id,))
+
+    def gap_counts(self) -> dict[int | None, int]:
+        """How many gaps each session has (None: gaps of no known session)."""
+        if not self.has("capture_gaps"):
+            return {}
+        return dict(self._tuples_plain("SELECT session_id, count(*) FROM capture_gaps "
+                                       "GROUP BY session_id"))
+
+    def _tuples_plain(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"reading the capture failed: {exc}") from None
 
     def session_sse_events(self, session_id: int) -> list[dict[str, Any]]:
         """Every SSE event and comment of a session's streams, in arrival order (replay, mock)."""
