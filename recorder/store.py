@@ -323,8 +323,9 @@ def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
                "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
 
-def recover_interrupted(db: sqlite3.Connection) -> int:
-    """Mark what a killed recorder left open; returns how many streams it marked.
+def recover_interrupted(db: sqlite3.Connection) -> dict[str, int]:
+    """Mark what a killed recorder left open; returns {flow id: bytes stored} of the streams
+    it marked (a restarted worker resumes those flows from there).
 
     A recorder sets `recording_state = recording` when it starts and something else when it
     closes; finding `recording` under the writer's lock means the last one never closed. Its
@@ -334,11 +335,13 @@ def recover_interrupted(db: sqlite3.Connection) -> int:
     """
     found = db.execute("SELECT value FROM meta WHERE key = ?", (gaps.STATE_KEY,)).fetchone()
     if not found or found[0] != gaps.RECORDING:
-        return 0
+        return {}
+    marked: dict[str, int] = {}
     db.execute("BEGIN")
     try:
         streams = db.execute("""
             SELECT s.id, s.session_id, s.exchange_id, s.opened_at,
+                   (SELECT flow_id FROM exchanges x WHERE x.id = s.exchange_id),
                    (SELECT max(t) FROM chunks c WHERE c.stream_id = s.id),
                    (SELECT max(offset + length(data)) FROM chunks c WHERE c.stream_id = s.id),
                    (SELECT count(*) FROM chunks c WHERE c.stream_id = s.id),
@@ -346,7 +349,10 @@ def recover_interrupted(db: sqlite3.Connection) -> int:
                       AND e.kind = 'event')
             FROM streams s WHERE s.closed_at IS NULL""").fetchall()
         (flag_id,) = db.execute("SELECT coalesce(max(id), 0) FROM flags").fetchone()
-        for stream_id, session_id, exchange_id, opened_at, last_t, size, chunks, events in streams:
+        for (stream_id, session_id, exchange_id, opened_at, flow_id, last_t, size, chunks,
+             events) in streams:
+            if flow_id:
+                marked[flow_id] = size or 0
             closed_at = last_t if last_t is not None else opened_at
             db.execute("UPDATE streams SET closed_at = ?, close_reason = 'recorder-crash', "
                        "bytes = max(bytes, ?), chunks = max(chunks, ?), events = max(events, ?) "
@@ -367,7 +373,7 @@ def recover_interrupted(db: sqlite3.Connection) -> int:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return len(streams)
+    return marked
 
 
 def recover_if_interrupted(path: str | os.PathLike[str]) -> int:
@@ -380,7 +386,7 @@ def recover_if_interrupted(path: str | os.PathLike[str]) -> int:
     except (StoreError, OSError):
         return 0
     try:
-        return writer.recovered
+        return len(writer.recovered)
     finally:
         with contextlib.suppress(StoreError):
             writer.close()

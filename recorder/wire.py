@@ -18,6 +18,7 @@ Design notes:
 from __future__ import annotations
 
 import marshal
+from dataclasses import dataclass
 from typing import Any, Final
 
 # Fact codes, with the tuple each one heads:
@@ -44,6 +45,11 @@ GAP_REASONS: Final = (OVERLOAD, WORKER_DIED, WRITE_FAILED, STOPPED)
 SHEDDABLE: Final = frozenset({CHUNK})
 
 LENGTH_BYTES: Final = 8
+
+# The proxy's limits on unrecorded data (`ssetap record --max-backlog/--max-lag/--stop-timeout`).
+DEFAULT_MAX_BACKLOG: Final = 256 * 1024 * 1024
+DEFAULT_MAX_LAG: Final = 2.0
+DEFAULT_STOP_TIMEOUT: Final = 10.0
 FRAME_HEADER_SIZE: Final = LENGTH_BYTES
 
 
@@ -114,3 +120,24 @@ class FrameReader:
         if start:
             del buf[:start]
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class LinkLimits:
+    """How much unrecorded data the proxy may hold, and how long stopping may take."""
+
+    max_backlog: int = DEFAULT_MAX_BACKLOG
+    max_lag: float = DEFAULT_MAX_LAG
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOutcome:
+    """How a recording ended, as the proxy saw it."""
+
+    complete: bool
+    shed_chunks: int
+    shed_bytes: int
+    shed_gaps: int
+    restarts: int
+    worker_exit: int | None
