@@ -45,8 +45,8 @@ if __package__ in (None, ""):
 from mitmproxy import ctx, exceptions, http
 
 from recorder import wire
-from recorder.wire import LinkLimits, LinkOutcome
 from recorder.ingest import MAX_STORED_BODY
+from recorder.wire import LinkLimits, LinkOutcome
 
 log = logging.getLogger("ssetap")
 
@@ -62,6 +62,11 @@ MIN_SHED_SECONDS = 1.0
 def _client_addr(flow: http.HTTPFlow) -> str:
     peer = flow.client_conn.peername
     return f"{peer[0]}:{peer[1]}" if peer else ""
+
+
+def _fact_time(fact: wire.Fact) -> float:
+    """When the proxy saw a fact (a gap fact: when its span ended)."""
+    return float(fact[3] if fact[0] == wire.GAP else fact[2])
 
 
 class _Shed:
@@ -217,7 +222,7 @@ class WorkerLink:
 
     def _lag(self, now_wall: float) -> float:
         oldest = self._out_t if self._out_t is not None else (
-            self._held[0][2] if self._held else None)
+            _fact_time(self._held[0]) if self._held else None)
         return 0.0 if oldest is None else now_wall - oldest
 
     def _check_limits(self, now: float) -> None:
@@ -292,14 +297,14 @@ class WorkerLink:
 
     def _frame(self) -> None:
         held = self._held
-        batch = []
+        batch: list[wire.Fact] = []
         size = 0
         while held and len(batch) < MAX_FRAME_EVENTS and size < MAX_FRAME_BYTES:
             fact = held.popleft()
             batch.append(fact)
             size += wire.fact_size(fact)
         self._held_bytes = max(0, self._held_bytes - size)
-        self._out_t = batch[0][2]
+        self._out_t = _fact_time(batch[0])
         self._out = memoryview(wire.encode_frame(batch))
 
     def _worker_died(self) -> None:

@@ -16,6 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+# Reasons a gap was recorded (the `capture_gaps.reason` column).
+OVERLOAD: Final = "overload"
+WORKER_DIED: Final = "worker-died"
+WRITE_FAILED: Final = "write-failed"
+STOPPED: Final = "stopped"
+GAP_REASONS: Final = (OVERLOAD, WORKER_DIED, WRITE_FAILED, STOPPED)
+
 CAPTURE_GAP: Final = "capture-gap"
 RECORDING_INTERRUPTED: Final = "recording-interrupted"
 FLAG_SOURCE: Final = "recorder"

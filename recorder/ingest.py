@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from recorder.correlate import Correlator
+from recorder.gaps import WORKER_DIED, CaptureGap
 from recorder.jsonrpc import decode
 from recorder.model import (
     C2S,
@@ -43,13 +44,12 @@ from recorder.model import (
     SseIncomplete,
     SseOversize,
 )
-from recorder import wire
-from recorder.gaps import CaptureGap
 from recorder.redact import Redactor, session_param
 from recorder.sse import SseParser
+from recorder.wire import GAP, RESUME, Fact
 
 # A raw fact from the proxy: the tuples that recorder.wire names and describes.
-RawEvent = wire.Fact
+RawEvent = Fact
 
 # Bytes of a stream held back so a secret split across chunks is still scrubbed.
 _SCRUB_WINDOW = 512
@@ -208,9 +208,9 @@ class Ingest:
             self._error(event[1], event[2], event[3])
         elif kind == "t":
             self.tick(event[1])
-        elif kind == wire.GAP:
+        elif kind == GAP:
             self._gap(*event[1:])
-        elif kind == wire.RESUME:
+        elif kind == RESUME:
             self._resume(event[1], event[2], event[3], event[4], event[5],
                          self.recovered.get(event[1]))
 
@@ -521,13 +521,13 @@ class Ingest:
             stream.byte_count = stream.held_offset = start if start is not None else 0
             if start is None:
                 start = 0
-            self._gap(flow_id, t, t, offset - start, 0, None, wire.WORKER_DIED)
+            self._gap(flow_id, t, t, offset - start, 0, None, WORKER_DIED)
             if offset - start == 0:
                 stream.resync = False
                 stream.pending_gap = None
                 stream.parser = SseParser.continued(offset)
         else:
-            self._gap(flow_id, t, t, offset, 0, None, wire.WORKER_DIED)
+            self._gap(flow_id, t, t, offset, 0, None, WORKER_DIED)
 
     def _store_chunk(self, stream: StreamState, t: float, data: bytes, final: bool = False) -> None:
         # Hold the previous chunk back until this one is known: a secret split across the two

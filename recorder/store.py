@@ -380,7 +380,18 @@ def recover_if_interrupted(path: str | os.PathLike[str]) -> int:
     """Open a capture for writing just long enough to mark an interrupted recording.
 
     Returns how many streams were marked; 0 when the file is being recorded right now (its
-    lock is held), is read-only to us, or was closed cleanly."""
+    lock is held), is read-only to us, or was closed cleanly (then it is not opened for
+    writing at all, so an old capture is not migrated by a look)."""
+    try:
+        reader = open_readonly(path)
+        try:
+            state = meta(reader).get(gaps.STATE_KEY)
+        finally:
+            reader.close()
+    except StoreError:
+        return 0
+    if state != gaps.RECORDING:
+        return 0
     try:
         writer = StoreWriter(path)
     except (StoreError, OSError):

@@ -21,6 +21,8 @@ import marshal
 from dataclasses import dataclass
 from typing import Any, Final
 
+from recorder.gaps import GAP_REASONS, OVERLOAD, STOPPED, WORKER_DIED, WRITE_FAILED
+
 # Fact codes, with the tuple each one heads:
 REQUEST: Final = "q"           # (q, flow, t, method, url, http_version, headers, body, client_addr, body_size)
 RESPONSE_HEADERS: Final = "h"  # (h, flow, t, status, reason, headers, streamed)
@@ -33,12 +35,8 @@ RESUME: Final = "r"            # (r, flow, t, request fact, response-headers fac
 
 Fact = tuple[Any, ...]
 
-# Reasons a gap was recorded (the `capture_gaps.reason` column).
-OVERLOAD: Final = "overload"
-WORKER_DIED: Final = "worker-died"
-WRITE_FAILED: Final = "write-failed"
-STOPPED: Final = "stopped"
-GAP_REASONS: Final = (OVERLOAD, WORKER_DIED, WRITE_FAILED, STOPPED)
+# Gap reasons travel in gap facts; recorder.gaps owns them (re-exported for the addon).
+__all__ = ["GAP_REASONS", "OVERLOAD", "STOPPED", "WORKER_DIED", "WRITE_FAILED"]
 
 # Facts shed under pressure are only chunks (and request bodies): the structural facts of a
 # flow are small and keep the capture's shape (every exchange and stream, opened and closed).
