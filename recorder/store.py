@@ -866,11 +866,18 @@ class Capture:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return rows(self.db, sql, params)
+        return self._with_gaps(rows(self.db, sql, params))
 
     def session(self, session_id: int) -> dict[str, Any] | None:
         found = rows(self.db, self._SESSION_SUMMARY + " WHERE s.id = ?", (session_id,))
-        return found[0] if found else None
+        return self._with_gaps(found)[0] if found else None
+
+    def _with_gaps(self, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each session row with `gaps`: how many capture gaps it has (0 on a v1 capture)."""
+        counts = self.gap_counts() if sessions else {}
+        for session in sessions:
+            session["gaps"] = counts.get(session["id"], 0)
+        return sessions
 
     def find_session(self, ref: str) -> dict[str, Any] | None:
         """A session by its number, or by a unique prefix of its key."""
