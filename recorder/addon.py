@@ -209,7 +209,7 @@ class WorkerLink:
 
     def _emit_gap(self, flow_id: str, entry: _Shed) -> None:
         self._held.append((wire.GAP, flow_id, entry.t_start, entry.t_end, entry.bytes,
-                           entry.chunks, entry.events, self._shed_reason, None))
+                           entry.chunks, entry.events, self._shed_reason, None, entry.tail))
         self._held_bytes += 400
         self.shed_chunks += entry.chunks
         self.shed_bytes += entry.bytes
@@ -243,14 +243,22 @@ class WorkerLink:
         self._shedding_since = now
         self._shed_reason = reason
         self._episode = [0, 0, 0]
-        # The backlog itself is shed: its chunks become gaps, its structural facts stay.
+        # The backlog itself is shed: its chunks become gaps, its structural facts stay. The
+        # first held chunk of each flow is kept: its last bytes are the gap's context (an SSE
+        # event's blank line may straddle the cut).
         kept: deque[wire.Fact] = deque()
         self._held_bytes = 0
         old, self._held = self._held, kept
+        first: dict[str, bytes] = {}
         for fact in old:
             if fact[0] == wire.CHUNK:
                 entry = self._shed.get(fact[1])
-                self._shed_chunk(fact, entry.tail if entry else b"")
+                if entry is None and fact[1] not in first:
+                    first[fact[1]] = fact[3][-2:]
+                    kept.append(fact)
+                    self._held_bytes += len(fact[3]) + 200
+                    continue
+                self._shed_chunk(fact, entry.tail if entry else first.get(fact[1], b""))
                 continue
             if fact[0] in (wire.END, wire.ERROR) and fact[1] in self._shed:
                 self._emit_gap(fact[1], self._shed.pop(fact[1]))

@@ -433,7 +433,8 @@ class Ingest:
     # Gaps and resumed flows ---------------------------------------------------------------------
 
     def _gap(self, flow_id: str | None, t_start: float, t_end: float, size: int, chunks: int,
-             events: int | None, reason: str, offset: int | None = None) -> None:
+             events: int | None, reason: str, offset: int | None = None,
+             tail: bytes = b"") -> None:
         """The proxy shed `size` bytes of a flow (or its worker died): record the gap and let
         the stream's offsets and parser go on as if the bytes had passed."""
         flow = self.flows.get(flow_id) if flow_id is not None else None
@@ -467,7 +468,7 @@ class Ingest:
         stream.dirty = True
         # The event the gap cut into is lost whole: a fresh parser skips to its end.
         stream.parser = SseParser.continued(stream.byte_count)
-        stream.resync, stream.resync_tail = True, b""
+        stream.resync, stream.resync_tail = True, tail[-2:]
         stream.pending_gap = CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
                                         events=events, session_id=session_id,
                                         exchange_id=flow.exchange_id, stream_id=stream.id,
