@@ -435,14 +435,41 @@ class Recorder:
 
     # Hooks --------------------------------------------------------------------------------
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self._append is None or flow.request.stream:
+            return
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_STORED_BODY:
+            # A body larger than what is stored is streamed through, not buffered whole in
+            # the proxy: the tap keeps the stored part and counts the rest.
+            kept: list[bytes] = []
+            counts = [0, 0]  # bytes kept, bytes seen
+
+            def tap(data: bytes) -> bytes:
+                if data:
+                    if counts[0] < MAX_STORED_BODY:
+                        part = data[:MAX_STORED_BODY - counts[0]]
+                        kept.append(part)
+                        counts[0] += len(part)
+                    counts[1] += len(data)
+                return data
+
+            flow.request.stream = tap
+            flow.metadata["ssetap_streamed_body"] = (kept, counts)
+
     def request(self, flow: http.HTTPFlow) -> None:
         append = self._append
         if append is None:
             return
         req = flow.request
-        body = req.raw_content
-        size = len(body) if body is not None else 0
-        if body is not None and size > MAX_STORED_BODY:
+        streamed = flow.metadata.pop("ssetap_streamed_body", None)
+        if streamed is not None:
+            body: bytes | None = b"".join(streamed[0])
+            size = streamed[1][1]
+        else:
+            body = req.raw_content
+            size = len(body) if body is not None else 0
+        if body is not None and len(body) > MAX_STORED_BODY:
             # Forwarded in full; only the stored part crosses to the worker.
             body = body[:MAX_STORED_BODY]
         append((wire.REQUEST, flow.id, time.time(), req.method, req.url, req.http_version,

@@ -728,15 +728,21 @@ class Ingest:
                 if message.kind == REQUEST or message.kind == RESULT:
                     self._session_facts(session, message, direction)
             payload = message.payload
+            problem = message.problem
+            text_json = None if payload is None else (
+                lone if lone is not None
+                else self.redactor.scrub_text(orjson.dumps(payload).decode()))
+            if text_json is not None and len(text_json) > MAX_STORED_BODY:
+                # The same cap as bodies: the message is kept (kind, method, id), its JSON not.
+                problem = (f"JSON not stored: {len(text_json):,} characters, over the "
+                           f"{MAX_STORED_BODY:,} cap")
+                text_json = None
             row = {
                 "id": message_id, "session_id": session.id, "exchange_id": flow.exchange_id,
                 "stream_id": stream.id if stream else None, "sse_event_id": sse_event_id,
                 "t": t, "direction": direction, "kind": message.kind, "rpc_id": message.id_key,
                 "method": message.method, "batch_index": message.batch_index,
-                "json": None if payload is None else (
-                    lone if lone is not None
-                    else self.redactor.scrub_text(orjson.dumps(payload).decode())),
-                "problem": message.problem, "call_id": call_id,
+                "json": text_json, "problem": problem, "call_id": call_id,
             }
             self.sink.insert("messages", row)
             self._emit("message", t, row)

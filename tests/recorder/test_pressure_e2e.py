@@ -231,3 +231,85 @@ def test_a_full_disk_is_reported_while_recording_and_traffic_is_untouched(tmp_pa
         assert integrity(db) == "ok"
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+class _DrainServer:
+    """An HTTP/1.1 server that reads a request body of any size without keeping it."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.received = 0
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += conn.recv(65536)
+            head, rest = buf.split(b"\r\n\r\n", 1)
+            length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            self.received = len(rest)
+            while self.received < length:
+                data = conn.recv(1 << 20)
+                if not data:
+                    return
+                self.received += len(data)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: 2\r\nconnection: close\r\n\r\n{}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_300_mb_body_is_forwarded_whole_in_bounded_memory(tmp_path):
+    import socket
+
+    server = _DrainServer()
+    db = tmp_path / "big.db"
+    rec = start_recording(db, server.url)
+    size = 300 * 1024 * 1024
+    piece = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"x":"' + b"a" * (1 << 20)
+    try:
+        proxy = RssSampler(rec.proc.pid)
+        worker = RssSampler(wait_worker(rec.proc.pid))
+        host, port = rec.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=120) as sock:
+            sock.sendall(f"POST /mcp HTTP/1.1\r\nHost: {host}\r\ncontent-type: application/json"
+                         f"\r\ncontent-length: {size}\r\n\r\n".encode())
+            sent = 0
+            while sent < size:
+                part = piece[:size - sent]
+                sock.sendall(part)
+                sent += len(part)
+            reply = b""
+            while b"{}" not in reply:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                reply += data
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
+        assert server.received == size
+        wait_for(lambda: query(db, "SELECT count(*) FROM exchanges WHERE request_size IS NOT "
+                               "NULL") == [(1,)], timeout=60)
+        code = rec.stop(signal.SIGINT)
+        peaks = proxy.stop(), worker.stop()
+    finally:
+        rec.stop(signal.SIGKILL)
+        server.close()
+    assert code == 0, rec.output
+    # 300 MB forwarded; the stored part is capped at 64 MiB and neither process holds the
+    # whole (a few copies of the stored part at most: 1.7 GB each before).
+    assert peaks[0] < 450 and peaks[1] < 600, peaks
+    (stored, recorded_size), = query(db, "SELECT length(request_body), request_size FROM exchanges")
+    assert (stored, recorded_size) == (64 * 1024 * 1024, size)
