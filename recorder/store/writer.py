@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import queue
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,15 +161,16 @@ class StoreWriter:
             self._release_lock()
             raise
         create_private(self.path)  # the -wal/-shm files exist now
-        self._next: dict[str, int] = {}
+        # One counter per table: `next()` on an itertools.count is atomic under the GIL, so the
+        # writer thread (gap flags) and the producer can both take ids without a lock.
+        self._next: dict[str, Iterator[int]] = {}
         for table in TABLES:
             (last,) = self._db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()
-            self._next[table] = last + 1
+            self._next[table] = itertools.count(last + 1)
         self._columns: dict[str, tuple[str, ...]] = {
             table: tuple(r[1] for r in self._db.execute(f"PRAGMA table_info({table})"))
             for table in TABLES
         }
-        self._id_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batch_seconds = batch_seconds
         self._report = report or _print_line
@@ -187,11 +189,7 @@ class StoreWriter:
     # Producer side (any thread) --------------------------------------------------------------
 
     def next_id(self, table: str) -> int:
-        # Locked: the writer thread allocates ids too (gap flags), and `x += 1` is not atomic.
-        with self._id_lock:
-            value = self._next[table]
-            self._next[table] = value + 1
-        return value
+        return next(self._next[table])
 
     def insert(self, table: str, row: dict[str, Any]) -> None:
         self._queue.put(("i", table, row))
