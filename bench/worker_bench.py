@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recorder import wire  # noqa: E402
-from recorder.ingest import Ingest  # noqa: E402
-from recorder.live import observers_for  # noqa: E402
-from recorder.redact import Redactor  # noqa: E402
-from recorder.store import StoreWriter  # noqa: E402
+from recorder import wire
+from recorder.ingest import Ingest
+from recorder.live import observers_for
+from recorder.redact import Redactor
+from recorder.store import StoreWriter
 
 EVENT = (b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/message",'
          b'"params":{"level":"info","logger":"bench","data":{"seq":%d,"t":%.6f}}}\r\n\r\n')

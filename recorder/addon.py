@@ -84,7 +84,7 @@ class _Shed:
         self.bytes += len(data)
         self.chunks += 1
         self.events += wire.sse_terminators(data, self.tail)
-        self.tail = (self.tail + data)[-2:] if len(data) < 2 else data[-2:]
+        self.tail = (self.tail + data)[-3:] if len(data) < 3 else data[-3:]
 
 
 class WorkerLink:
@@ -99,7 +99,7 @@ class WorkerLink:
         self._out = memoryview(b"")
         self._out_t: float | None = None
         # Open flows: flow id -> [request fact without body, response-headers fact or None,
-        # bytes seen on the wire, last two bytes seen]. Enough to resume them in a new worker.
+        # bytes seen on the wire, last three bytes seen]. Enough to resume them in a new worker.
         self._flows: dict[str, list[Any]] = {}
         self._shed: dict[str, _Shed] = {}
         self._shedding_since: float | None = None
@@ -176,7 +176,7 @@ class WorkerLink:
                 if info is not None:
                     tail = info[3]
                     info[2] += len(data)
-                    info[3] = data[-2:] if len(data) >= 2 else (tail + data)[-2:]
+                    info[3] = data[-3:] if len(data) >= 3 else (tail + data)[-3:]
                 if shedding:
                     self._shed_chunk(fact, tail)
                     continue
@@ -254,7 +254,7 @@ class WorkerLink:
             if fact[0] == wire.CHUNK:
                 entry = self._shed.get(fact[1])
                 if entry is None and fact[1] not in first:
-                    first[fact[1]] = fact[3][-2:]
+                    first[fact[1]] = fact[3][-3:]
                     kept.append(fact)
                     self._held_bytes += len(fact[3]) + 200
                     continue

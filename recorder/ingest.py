@@ -466,13 +466,17 @@ class Ingest:
         stream.byte_count += size
         stream.chunks += chunks
         stream.dirty = True
-        # The event the gap cut into is lost whole: a fresh parser skips to its end.
+        # The event the gap cut into is lost whole: a fresh parser skips to its end, unless the
+        # gap ended exactly at an event's blank line (then the next byte starts an event).
         stream.parser = SseParser.continued(stream.byte_count)
-        stream.resync, stream.resync_tail = True, tail[-2:]
+        stream.resync = not tail.endswith((b"\n\n", b"\n\r\n"))
+        stream.resync_tail = tail[-2:]
         stream.pending_gap = CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
                                         events=events, session_id=session_id,
                                         exchange_id=flow.exchange_id, stream_id=stream.id,
                                         start_offset=start)
+        if not stream.resync:
+            self._record_pending_gap(stream)
 
     def _record_pending_gap(self, stream: StreamState, *, resynced: bool = False) -> None:
         gap = stream.pending_gap

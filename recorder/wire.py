@@ -31,8 +31,9 @@ END: Final = "e"               # (e, flow, t, body)  body None when it was strea
 ERROR: Final = "x"             # (x, flow, t, message)  the flow failed (disconnect, upstream down)
 TICK: Final = "t"              # (t, t)  the proxy's clock
 GAP: Final = "g"               # (g, flow, t_start, t_end, bytes, chunks, events, reason, offset, tail)
-#                                offset None: where the flow's bytes are now; tail: the last two
-#                                shed bytes (an event terminator may straddle the gap's end)
+#                                offset None: where the flow's bytes are now; tail: the last
+#                                three shed bytes (does the gap end at an event's blank line,
+#                                or does one straddle its end?)
 RESUME: Final = "r"            # (r, flow, t, request fact, response-headers fact or None, offset)
 
 Fact = tuple[Any, ...]

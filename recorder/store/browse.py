@@ -149,6 +149,20 @@ class BrowseReader(Capture):
             params.append(session_id)
         return self._keys(sql, params, "id", after_id, limit, until_id)
 
+    def capture_gap_keys(self, session_id: int, *, after_id: int = 0,
+                         limit: int | None = 10_000) -> list[tuple[int, float]]:
+        """(id, started_at) of the session's capture gaps (none in a v1 capture)."""
+        if not self.has("capture_gaps"):
+            return []
+        return self._keys("SELECT id, started_at FROM capture_gaps WHERE session_id = ?",
+                          [session_id], "id", after_id, limit, None)
+
+    def capture_gap_rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not ids or not self.has("capture_gaps"):
+            return []
+        marks = ",".join("?" * len(ids))
+        return rows(self.db, f"SELECT * FROM capture_gaps WHERE id IN ({marks})", list(ids))
+
     def stream_closes(self, stream_ids: Sequence[int]) -> list[tuple[int, float]]:
         """(id, closed_at) of those streams that have closed (live tail of open streams)."""
         if not stream_ids:

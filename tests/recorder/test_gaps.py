@@ -68,7 +68,7 @@ def _shed(chunks: list[bytes], start: int, stop: int) -> list[tuple]:
                 facts.append((wire.GAP, "f", 2.0, 2.0, shed_bytes, stop - start, shed_events,
                               gaps.OVERLOAD, None, tail))
             facts.append((wire.CHUNK, "f", 2.0 + i / 1000, data))
-        tail = (tail + data)[-2:]
+        tail = (tail + data)[-3:]
     if stop >= len(chunks) > start:
         facts.append((wire.GAP, "f", 2.0, 2.0, shed_bytes, stop - start, shed_events,
                       gaps.OVERLOAD, None, tail))
