@@ -531,7 +531,7 @@ class Ingest:
                 stream.resync = False
                 stream.pending_gap = None
                 stream.parser = SseParser.continued(offset)
-        else:
+        elif offset:
             self._gap(flow_id, t, t, offset, 0, None, WORKER_DIED)
 
     def _store_chunk(self, stream: StreamState, t: float, data: bytes, final: bool = False) -> None:
