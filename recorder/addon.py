@@ -55,8 +55,11 @@ MAX_FRAME_EVENTS = 2000
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 MAX_RESTARTS = 3
 # Shedding lasts at least this long once started, so an overload is a few long gaps and two
-# console lines, not a flicker of tiny gaps.
+# console lines, not a flicker of tiny gaps. An episode that starts soon after the last one
+# ended (a sustained overload) lasts twice as long as that one, up to the maximum.
 MIN_SHED_SECONDS = 1.0
+MAX_SHED_SECONDS = 8.0
+RECURRENCE_SECONDS = 5.0
 
 
 def _client_addr(flow: http.HTTPFlow) -> str:
@@ -103,6 +106,8 @@ class WorkerLink:
         self._flows: dict[str, list[Any]] = {}
         self._shed: dict[str, _Shed] = {}
         self._shedding_since: float | None = None
+        self._shed_for = MIN_SHED_SECONDS
+        self._shed_ended = -RECURRENCE_SECONDS
         self._shed_reason = wire.OVERLOAD
         self.shed_chunks = self.shed_bytes = self.shed_gaps = 0
         self._episode = [0, 0, 0]  # chunks, bytes, events of the current shedding episode
@@ -148,7 +153,7 @@ class WorkerLink:
                 self._check_limits(now)
             wrote = self._write(now + SEND_INTERVAL)
             if self._shedding_since is not None and not stopping and not self._held \
-                    and not self._out and now - self._shedding_since >= MIN_SHED_SECONDS:
+                    and not self._out and now - self._shedding_since >= self._shed_for:
                 self._stop_shedding(now)
             if stopping:
                 if self._shedding_since is not None and not self.queue:
@@ -237,6 +242,10 @@ class WorkerLink:
             self._start_shedding(wire.OVERLOAD, now)
 
     def _start_shedding(self, reason: str, now: float) -> None:
+        if reason == wire.OVERLOAD:
+            recurring = now - self._shed_ended < RECURRENCE_SECONDS
+            self._shed_for = min(self._shed_for * 2, MAX_SHED_SECONDS) if recurring \
+                else MIN_SHED_SECONDS
         if self._shedding_since is not None:
             # Already shedding (overload), now stopping: the rest goes out as `stopped` gaps.
             self._flush_shed()
@@ -272,6 +281,7 @@ class WorkerLink:
                     f"{events:,} SSE events ({chunks:,} chunks, {size:,} bytes) were shed and "
                     "are recorded as gaps")
         self._shedding_since = None
+        self._shed_ended = now
 
     def _write(self, until: float) -> bool:
         """Write frames until `until` or the pipe is full; returns whether anything went."""
