@@ -93,9 +93,10 @@ class _Shed:
 class WorkerLink:
     """Ships facts to a `recorder.worker` process over its stdin, within bounded memory."""
 
-    def __init__(self, db: str, raw: bool, config: str, limits: LinkLimits | None = None) -> None:
+    def __init__(self, db: str, raw: bool, config: str, limits: LinkLimits | None = None,
+                 redact_paths: str = "") -> None:
         self.limits = limits or LinkLimits()
-        self._cmd_args = (db, raw, config)
+        self._cmd_args = (db, raw, config, redact_paths)
         self.queue: deque[wire.Fact] = deque()
         self._held: deque[wire.Fact] = deque()
         self._held_bytes = 0
@@ -122,7 +123,7 @@ class WorkerLink:
         self._thread.start()
 
     def _spawn(self, *, resume: bool) -> subprocess.Popen[bytes]:
-        db, raw, config = self._cmd_args
+        db, raw, config, redact_paths = self._cmd_args
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -131,6 +132,8 @@ class WorkerLink:
         cmd = [sys.executable, "-P", "-m", "recorder.worker", "--db", db, "--config", config]
         if raw:
             cmd.append("--raw")
+        if redact_paths:
+            cmd += ["--redact-paths", redact_paths]
         if resume:
             cmd.append("--resume")
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, bufsize=0)
@@ -407,6 +410,8 @@ class Recorder:
                           "Store secrets (Authorization, cookies, session ids) unredacted.")
         loader.add_option("ssetap_checks", str, "{}",
                           "JSON options for ssetap's live stream-health checks.")
+        loader.add_option("ssetap_redact_paths", str, "",
+                          "JSON paths of MCP messages to redact, one `[METHOD[:NAME]] PATH` a line.")
         loader.add_option("ssetap_max_backlog", int, wire.DEFAULT_MAX_BACKLOG,
                           "Bytes of unrecorded data the proxy may hold before it sheds.")
         loader.add_option("ssetap_max_lag_ms", int, int(wire.DEFAULT_MAX_LAG * 1000),
@@ -416,7 +421,8 @@ class Recorder:
                           "becomes a gap.")
 
     def configure(self, updated: set[str]) -> None:
-        if not ({"ssetap_db", "ssetap_raw", "ssetap_checks", "ssetap_max_backlog",
+        if not ({"ssetap_db", "ssetap_raw", "ssetap_checks", "ssetap_redact_paths",
+                 "ssetap_max_backlog",
                  "ssetap_max_lag_ms", "ssetap_stop_timeout_ms"} & updated):
             return
         for name in ("ssetap_max_backlog", "ssetap_max_lag_ms", "ssetap_stop_timeout_ms"):
@@ -436,7 +442,8 @@ class Recorder:
         self._db = db
         limits = LinkLimits(ctx.options.ssetap_max_backlog, ctx.options.ssetap_max_lag_ms / 1000,
                             ctx.options.ssetap_stop_timeout_ms / 1000)
-        self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks, limits)
+        self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks, limits,
+                               ctx.options.ssetap_redact_paths)
         self._append = self.link.queue.append
 
     def stop(self) -> None:

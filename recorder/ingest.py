@@ -12,9 +12,8 @@ Design notes:
 - A POST whose session is not known yet (an `initialize`, or a stateless request) is held until
   its response headers say which session it belongs to; a POST that names its session is
   processed at once, because its answer may reach the legacy GET stream before its own 202.
-- Raw chunks are stored after scrubbing secrets; the last few hundred bytes are held back until
-  the next chunk so a secret split across two chunks is still caught (same-length substitutes
-  keep offsets true).
+- Ingest works on values as they came; every row leaves through the redaction stage
+  (`recorder/redact_stage.py`), the one place where secrets are taken out of what is stored.
 """
 
 from __future__ import annotations
@@ -45,21 +44,20 @@ from recorder.model import (
     SseOversize,
 )
 from recorder.redact import Redactor, session_param
+from recorder.redact_stage import RedactionStage
 from recorder.sse import SseParser
 from recorder.wire import GAP, RESUME, Fact
 
 # A raw fact from the proxy: the tuples that recorder.wire names and describes.
 RawEvent = Fact
 
-# Bytes of a stream held back so a secret split across chunks is still scrubbed.
-_SCRUB_WINDOW = 512
 # Stored bodies and event data are capped; the full size is kept beside them.
 MAX_STORED_BODY = 64 * 1024 * 1024
 
 
-# A stream whose held-back tail waited this long is stored without waiting for the next
-# chunk: the capture must be at most a fraction of a second behind the wire (a `kill -9`
-# loses no more), at the price of a secret split across two chunks this far apart.
+# A stream whose tail the redaction stage held back this long is stored without waiting for
+# the next chunk: the capture must be at most a fraction of a second behind the wire (a
+# `kill -9` loses no more), at the price of a secret split across two chunks this far apart.
 TAIL_FLUSH_SECONDS = 0.05
 
 
@@ -110,9 +108,7 @@ class StreamState:
     max_gap_ms: float = 0.0
     truncated: bool = False
     retry_ms: int | None = None
-    held: bytes = b""
-    held_t: float = 0.0
-    held_offset: int = 0
+    stored_offset: int = 0
     written: int = 0
     dirty: bool = False
     # After a gap: the parser skips to the end of the event the gap cut (`resync_tail` holds
@@ -178,7 +174,9 @@ class Ingest:
 
     def __init__(self, sink: Sink, redactor: Redactor, observers: list[Observer] | None = None,
                  *, update_interval: float = 1.0) -> None:
-        self.sink = sink
+        # Rows leave ingest through the redaction stage (the worker may share one with the
+        # observers, so that their flags are redacted by the same learned secrets).
+        self.sink = sink if isinstance(sink, RedactionStage) else RedactionStage(sink, redactor)
         self.redactor = redactor
         self.observers = observers or []
         self.correlator = Correlator()
@@ -216,13 +214,8 @@ class Ingest:
 
     def tick(self, t: float) -> None:
         self.now = max(self.now, t)
-        for flow in self.flows.values():
-            stream = flow.stream
-            if stream is not None and stream.held and t - stream.held_t >= TAIL_FLUSH_SECONDS:
-                self._write_chunk(stream, stream.held_offset, stream.held_t,
-                                  self.redactor.scrub(stream.held))
-                stream.held_offset += len(stream.held)
-                stream.held = b""
+        # The tail of a quiet stream is stored by time, not held until a next chunk.
+        self.sink.flush_quiet(t, TAIL_FLUSH_SECONDS)
         if t - self._last_flush >= self._update_interval:
             self._flush_state()
             self._last_flush = t
@@ -233,6 +226,7 @@ class Ingest:
         for flow_id in list(self.flows):
             self._finish(flow_id, t, error="recording stopped", reason="recorder-stop")
         self._flush_state()
+        self.sink.flush_all()
 
     # Observers ----------------------------------------------------------------------------
 
@@ -293,12 +287,11 @@ class Ingest:
         server = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         flow = FlowState(
             exchange_id=self.sink.next_id("exchanges"), method=method,
-            url=self.redactor.url(url), path=parts.path or "/", started_at=t,
+            url=url, path=parts.path or "/", started_at=t,
             client_addr=client_addr, user_agent=lower.get("user-agent", ""), server=server,
             headers=lower, body=body,
         )
         self.flows[flow_id] = flow
-        stored_headers = self.redactor.headers(headers)
         messages = decode(body) if (method == "POST" and body and self._jsonish(lower)) else []
         accept = lower.get("accept", "")
         flow.mcp = bool(
@@ -309,8 +302,8 @@ class Ingest:
         )
         row = {
             "id": flow.exchange_id, "flow_id": flow_id, "method": method, "url": flow.url,
-            "path": flow.path, "request_headers": _headers_json(stored_headers),
-            "request_body": _cap(self.redactor.scrub(body)) if body else None,
+            "path": flow.path, "request_headers": _headers_json(headers),
+            "request_body": _cap(body) if body else None,
             "request_content_type": lower.get("content-type"), "started_at": t,
             "client_addr": client_addr, "mcp": int(flow.mcp),
             "request_size": body_size if body_size is not None else (len(body) if body else 0),
@@ -321,10 +314,10 @@ class Ingest:
         session_header = lower.get("mcp-session-id")
         legacy_id = session_param(url)
         if session_header:
-            key = "sid:" + self.redactor.session_id(session_header)
+            key = "sid:" + session_header
             self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)
         elif legacy_id:
-            key = "legacy:" + self.redactor.session_id(legacy_id)
+            key = "legacy:" + legacy_id
             self._attach(flow, self._session(key, SSE, flow, t), t)
         if messages:
             if flow.session is not None:
@@ -353,13 +346,15 @@ class Ingest:
             flow.mcp = True
         row = {
             "id": flow.exchange_id, "status": status, "reason": reason,
-            "response_headers": _headers_json(self.redactor.headers(headers)),
+            "response_headers": _headers_json(headers),
             "response_content_type": ctype or None, "response_at": t, "streamed": int(streamed),
             "mcp": int(flow.mcp),
         }
-        self.sink.update("exchanges", flow.exchange_id, {k: v for k, v in row.items() if k != "id"})
+        changes = {k: v for k, v in row.items() if k != "id"}
+        self.sink.update("exchanges", flow.exchange_id, changes)
+        row.update(changes)  # as stored (redacted), for the observers
         if flow.session is None and session_header and 200 <= status < 300:
-            key = "sid:" + self.redactor.session_id(session_header)
+            key = "sid:" + session_header
             self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)
         is_sse = ctype.split(";")[0].strip().lower() == "text/event-stream"
         if is_sse and 200 <= status < 300:
@@ -454,15 +449,12 @@ class Ingest:
                                             events=events, session_id=session_id,
                                             exchange_id=flow.exchange_id))
             return
-        # What was held back for scrubbing goes out now: the next bytes are not its neighbours.
-        if stream.held:
-            self._write_chunk(stream, stream.held_offset, stream.held_t,
-                              self.redactor.scrub(stream.held))
-            stream.held_offset += len(stream.held)
-            stream.held = b""
+        # What the redaction stage holds back goes out now: the next bytes are not its
+        # neighbours on the wire.
+        self.sink.flush_stream(stream.id)
         self._record_pending_gap(stream)
-        start = stream.held_offset
-        stream.held_offset += size
+        start = stream.stored_offset
+        stream.stored_offset += size
         stream.byte_count += size
         stream.chunks += chunks
         stream.dirty = True
@@ -523,7 +515,7 @@ class Ingest:
         start = recorded if recorded is not None and recorded <= offset else None
         if flow.stream is not None:
             stream = flow.stream
-            stream.byte_count = stream.held_offset = start if start is not None else 0
+            stream.byte_count = stream.stored_offset = start if start is not None else 0
             if start is None:
                 start = 0
             self._gap(flow_id, t, t, offset - start, 0, None, WORKER_DIED)
@@ -535,27 +527,9 @@ class Ingest:
             self._gap(flow_id, t, t, offset, 0, None, WORKER_DIED)
 
     def _store_chunk(self, stream: StreamState, t: float, data: bytes, final: bool = False) -> None:
-        # Hold the previous chunk back until this one is known: a secret split across the two
-        # is scrubbed in the joined bytes, then each part is stored at its own time and offset.
-        if self.redactor.raw:
-            if data:
-                self._write_chunk(stream, stream.held_offset, t, data)
-                stream.held_offset += len(data)
-            return
-        if stream.held:
-            joined = self.redactor.scrub(stream.held + data)
-            head, rest = joined[:len(stream.held)], joined[len(stream.held):]
-            self._write_chunk(stream, stream.held_offset, stream.held_t, head)
-            stream.held_offset += len(head)
-        else:
-            rest = data
-        if final:
-            if rest:
-                self._write_chunk(stream, stream.held_offset, t, self.redactor.scrub(rest))
-                stream.held_offset += len(rest)
-            stream.held = b""
-        else:
-            stream.held, stream.held_t = rest, t
+        if data:
+            self._write_chunk(stream, stream.stored_offset, t, data)
+            stream.stored_offset += len(data)
 
     def _write_chunk(self, stream: StreamState, offset: int, t: float, data: bytes) -> None:
         self.sink.insert("chunks", {
@@ -580,7 +554,7 @@ class Ingest:
                 if item.type == "endpoint" and flow.session is None:
                     self._legacy_endpoint(flow, data, t)
                     session_id = event_row["session_id"] = flow.session.id if flow.session else None
-                stored = self.redactor.scrub_text(data)
+                stored = data
                 event_row.update(kind="event", type=item.type,
                                  data=stored if len(stored) <= MAX_STORED_BODY else None,
                                  event_id=item.id, last_event_id=item.last_event_id,
@@ -597,7 +571,7 @@ class Ingest:
                 continue
             if isinstance(item, SseComment):
                 stream.comments += 1
-                event_row.update(kind="comment", data=self.redactor.scrub_text(item.text))
+                event_row.update(kind="comment", data=item.text)
             elif isinstance(item, SseControl):
                 if item.retry is not None:
                     stream.retry_ms = item.retry
@@ -614,7 +588,7 @@ class Ingest:
     def _legacy_endpoint(self, flow: FlowState, data: str, t: float) -> None:
         legacy_id = session_param(data)
         if legacy_id:
-            key = "legacy:" + self.redactor.session_id(legacy_id)
+            key = "legacy:" + legacy_id
             session = self._session(key, SSE, flow, t)
         else:
             # An endpoint without a session id in it: one session per GET stream.
@@ -645,7 +619,7 @@ class Ingest:
                     self._messages(flow, messages, S2C, answered, stream=None, sse_event_id=None)
             if not flow.response_gap:
                 self.sink.update("exchanges", flow.exchange_id,
-                                 {"response_body": _cap(self.redactor.scrub(body))})
+                                 {"response_body": _cap(body)})
         if flow.response_size or body:
             self.sink.update("exchanges", flow.exchange_id,
                              {"response_size": flow.response_size or len(body or b"")})
@@ -706,10 +680,10 @@ class Ingest:
     def _messages(self, flow: FlowState, messages: list[Any], direction: str, t: float, *,
                   stream: StreamState | None, sse_event_id: int | None,
                   text: str | None = None) -> None:
-        """Store and correlate decoded messages; `text` is their stored (scrubbed) source.
+        """Store and correlate decoded messages; `text` is their source as it came.
 
-        A lone message keeps its source text as it came, which also spares re-encoding and
-        re-scrubbing it on the worker's hottest path; batch members are encoded one by one.
+        A lone message keeps its source text as it came, which also spares re-encoding it on
+        the worker's hottest path; batch members are encoded one by one.
         """
         session = flow.session
         assert session is not None
@@ -735,7 +709,7 @@ class Ingest:
             problem = message.problem
             text_json = None if payload is None else (
                 lone if lone is not None
-                else self.redactor.scrub_text(orjson.dumps(payload).decode()))
+                else orjson.dumps(payload).decode())
             if text_json is not None and len(text_json) > MAX_STORED_BODY:
                 # The same cap as bodies: the message is kept (kind, method, id), its JSON not.
                 problem = (f"JSON not stored: {len(text_json):,} characters, over the "

@@ -151,14 +151,26 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 def run_serve(args: argparse.Namespace) -> int:
     """`ssetap serve`: run a mock of the capture until Ctrl-C or SIGTERM."""
+    from recorder.listen import ListenError, check_exposure
     from replay.catalog import build_catalog
+    from replay.host_guard import HostRules
     from replay.mock import MockError, MockServer
 
     host, port = parse_listen(args.listen)
     try:
+        warning = check_exposure(host, mode="serve", proxy_auth=False, allow=(),
+                                 allow_remote=getattr(args, "allow_remote", False))
+    except ListenError as exc:
+        raise ReplayUsageError(str(exc)) from None
+    if warning:
+        print(f"ssetap: {warning}", file=sys.stderr, flush=True)
+    rules = HostRules.for_listener(host, getattr(args, "allow_host", None) or (),
+                                   getattr(args, "allow_origin", None) or ())
+    try:
         timing = parse_timing(args.timing)
         catalog = build_catalog(load_recordings(args.db, args.session, with_streams=True))
-        server = MockServer(catalog, host=host, port=port, timing=timing).start()
+        server = MockServer(catalog, host=host, port=port, timing=timing,
+                            host_rules=rules).start()
     except (PlanError, RecordingError, MockError) as exc:
         raise ReplayUsageError(str(exc)) from None
     sessions = len(catalog.sessions)

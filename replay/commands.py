@@ -60,6 +60,13 @@ def register_serve(sub: Any) -> None:
     p.add_argument("--listen", default="127.0.0.1:9000", help="HOST:PORT (default "
                    "127.0.0.1:9000; port 0 picks a free one)")
     p.add_argument("--timing", default="recorded", help="recorded (default), fast, or xN")
+    p.add_argument("--allow-remote", action="store_true", help="allow a --listen address that "
+                   "is not loopback (a warning is printed)")
+    p.add_argument("--allow-host", action="append", metavar="HOST[:PORT]", help="also answer "
+                   "requests whose Host is this (others than loopback get 421); repeatable")
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN", help="also answer "
+                   "browser requests from this Origin, e.g. http://app.test:3000 (others "
+                   "than loopback get 403); repeatable")
     p.add_argument("--quiet", action="store_true", help="only print errors")
     p.set_defaults(func=_run_serve)
 

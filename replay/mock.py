@@ -43,6 +43,7 @@ from replay.catalog import (
     Reply,
     ScriptItem,
 )
+from replay.host_guard import HostGuard, HostRules
 from replay.matching import Matcher
 from replay.plan import RECORDED, Timing
 
@@ -411,10 +412,12 @@ class MockServer(AppServer):
     """A mock serving a catalog (see MockApp) from a background thread."""
 
     def __init__(self, catalog: Catalog, *, host: str = "127.0.0.1", port: int = 0,
-                 timing: Timing = RECORDED) -> None:
+                 timing: Timing = RECORDED, host_rules: HostRules | None = None) -> None:
         self.mock = MockApp(catalog, timing)
+        # Host and Origin checked before the mock sees a request (DNS rebinding).
+        self.guard = HostGuard(self.mock.app, host_rules or HostRules.for_listener(host))
         try:
-            super().__init__(self.mock.app, host=host, port=port, name="ssetap-mock")
+            super().__init__(self.guard, host=host, port=port, name="ssetap-mock")
         except AppServerError as exc:
             raise MockError(str(exc)) from None
 

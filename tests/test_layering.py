@@ -10,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PURE = {"recorder/model.py", "recorder/sse.py", "recorder/ingest.py", "recorder/listen.py", "recorder/jsonrpc.py", "recorder/correlate.py",
         "recorder/wire.py", "recorder/gaps.py",
-        "recorder/redact.py", "recorder/health.py", "recorder/report.py", "replay/diff.py",
+        "recorder/redact.py", "recorder/redact_stage.py", "recorder/secrets.py",
+        "recorder/json_paths.py", "recorder/health.py", "recorder/report.py", "replay/diff.py",
         "replay/matching.py", "replay/recorded.py", "replay/plan.py", "replay/catalog.py"}
 STDLIB = set(sys.stdlib_module_names)
 

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         stored_config,
     )
     from recorder.health import HealthConfigError
+    from recorder.redact import mixed_warning
     from recorder.store import Capture, StoreError, recover_if_interrupted
 
     # A capture left by a killed recorder is marked before it is read (streams closed as
@@ -59,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Capture(args.db) as capture:
             stored_options = stored_config(capture)
+            warning = mixed_warning(capture.meta(), args.db)
+        if warning:
+            print(warning, file=sys.stderr)
         config = _config(args, stored_options)
     except HealthConfigError as exc:
         raise UsageError(str(exc)) from None

@@ -80,6 +80,14 @@ class Capture:
     def meta(self) -> dict[str, str]:
         return meta(self.db)
 
+    def table_rows(self, table: str) -> Iterator[dict[str, Any]]:
+        """Every row of one table in id order, streamed (`ssetap redact` rewrites them all)."""
+        if table not in TABLES:
+            raise StoreError(f"unknown table {table!r}")
+        if not self.has(table):
+            return iter(())  # a v1 capture has no capture_gaps
+        return _iter_checked(self.db, f"SELECT * FROM {table} ORDER BY id", [])
+
     _SESSION_SUMMARY = """
         SELECT s.*,
           (SELECT count(*) FROM messages m WHERE m.session_id = s.id) AS messages,

@@ -137,7 +137,13 @@ class StoreWriter:
                  report: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         create_private(self.path)
-        self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            # Not through a symlink: a planted link would have us create or truncate its target.
+            self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW,
+                                    0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open {self.path}.lock ({exc.strerror}); a symbolic link "
+                             "there is refused") from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
