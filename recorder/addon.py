@@ -54,6 +54,8 @@ SEND_INTERVAL = 0.01
 MAX_FRAME_EVENTS = 2000
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 MAX_RESTARTS = 3
+# The worker's exit status for a capture it cannot open (recorder.worker): not restarted.
+EXIT_CANNOT_START = 2
 # Shedding lasts at least this long once started, so an overload is a few long gaps and two
 # console lines, not a flicker of tiny gaps. An episode that starts soon after the last one
 # ended (a sustained overload) lasts twice as long as that one, up to the maximum.
@@ -346,6 +348,13 @@ class WorkerLink:
         with contextlib.suppress(OSError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
+        if code == EXIT_CANNOT_START:
+            # It refused the capture (locked by another recorder, not a capture, unreadable
+            # key): a restart would refuse it again.
+            self._dead = True
+            log.error("the recording process could not start (see above), so recording stops; "
+                      "traffic still flows")
+            return
         if self.restarts >= MAX_RESTARTS or self._stop.is_set():
             self._dead = True
             log.error(f"the recording process died (exit {code}); "

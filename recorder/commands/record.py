@@ -227,6 +227,10 @@ def _summarise(db: str, started: float, code: int) -> int:
           f"into {db}", file=sys.stderr)
     if recent or interrupted or code == EXIT_INCOMPLETE:
         events = sum(g["events"] if g["events"] is not None else g["chunks"] for g in recent)
-        print(f"ssetap: {incomplete_line(events, len(recent))}", file=sys.stderr)
+        if recent:
+            print(f"ssetap: {incomplete_line(events, len(recent))}", file=sys.stderr)
+        else:
+            print("ssetap: recording incomplete: the recording process stopped early (see the "
+                  "errors above); see ssetap check", file=sys.stderr)
         return EXIT_INCOMPLETE
     return 0
