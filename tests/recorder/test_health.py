@@ -1065,7 +1065,7 @@ def test_durations_and_config_options() -> None:
 
 def test_every_kind_has_a_default_severity() -> None:
     assert set(FLAG_KINDS.values()) <= {"info", "warning", "error"}
-    assert len(FLAG_KINDS) == 19
+    assert len(FLAG_KINDS) == 23
 
 
 # --- live and offline agree -------------------------------------------------------------------

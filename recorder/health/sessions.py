@@ -1,0 +1,77 @@
+"""Session detectors: lost sessions, missing re-initialize, cross-session delivery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recorder.health.registry import REINIT_MISSING, SESSION_NOT_FOUND
+from recorder.health.state import DetectorState, ExchangeState, SessionState, names_session, secs
+
+
+class SessionChecks(DetectorState):
+    """Session detectors: lost sessions, missing re-initialize, cross-session delivery."""
+
+    def _reinit_missing(self, t: float, row: dict[str, Any], session: SessionState,
+                        method: str) -> None:
+        earlier = [s for s in self._sessions.values()
+                   if s.id < session.id and s.transport == "sse" and s.client == session.client]
+        before = f" after this client's session #{earlier[-1].id}" if earlier else ""
+        self._flag(
+            REINIT_MISSING, (session.id,), t,
+            f"legacy session #{session.id} (a new endpoint from the GET stream{before}) received "
+            f"{method} without any initialize; the server will reject it ('Received request "
+            "before initialization was complete'). Usual cause: an EventSource that reconnected "
+            "by itself and a client that switched to the new endpoint without re-initializing",
+            session_id=session.id, message_id=row.get("id"), call_id=row.get("call_id"),
+            exchange_id=row.get("exchange_id"),
+        )
+
+    def _check_session_not_found(self, t: float, ex: ExchangeState, row: dict[str, Any]) -> None:
+        if ex.status not in (400, 404) or not names_session(ex):
+            return
+        if ex.status == 400:
+            body = row.get("response_body")
+            texts = " ".join(ex.error_texts).lower()
+            if isinstance(body, bytes | str):
+                texts += " " + (body.decode("utf-8", "replace") if isinstance(body, bytes)
+                                else body).lower()
+            if "session" not in texts:
+                return
+        session = self._session(ex.session_id)
+        if session is None:
+            return
+        session.not_found += 1
+        if session.not_found_at is None:
+            session.not_found_at = t
+        if session.deleted:
+            return
+        if session.ok > 0 and session.last_ok_at is not None:
+            self._flag(
+                SESSION_NOT_FOUND, (session.id,), t,
+                f"{ex.method} {ex.path} got {ex.status} 'session not found' for session "
+                f"#{session.id}, which had {session.ok} successful answer"
+                f"{'s' if session.ok != 1 else ''} (the last {secs(t - session.last_ok_at)} "
+                "earlier). Usual cause: a load balancer without sticky sessions sending the "
+                "request to another replica, a server restart, or the session expiring",
+                session_id=session.id, exchange_id=ex.id, status=ex.status,
+                earlier_successes=session.ok,
+            )
+            return
+        if session.not_found >= 2:
+            self._never_recovered(t, session, ex.client, ex.id)
+        elif session.id not in self._recoveries:
+            self._recoveries[session.id] = (t, ex.client, ex.id)
+
+    def _never_recovered(self, t: float, session: SessionState, client: tuple[str, str],
+                         exchange_id: int | None) -> None:
+        self._recoveries.pop(session.id, None)
+        first = session.not_found_at if session.not_found_at is not None else t
+        self._flag(
+            SESSION_NOT_FOUND, (session.id,), t,
+            f"session #{session.id} was answered 'session not found' {session.not_found} "
+            f"time{'s' if session.not_found != 1 else ''} over {secs(t - first)} and its client "
+            f"({client[0] or '?'}) did not re-initialize; clients must start a new session "
+            "with initialize after a 404. Usual cause: a client that ignores 404, or a server "
+            "answering 400 instead of 404 so the client never knows to recover",
+            session_id=session.id, exchange_id=exchange_id, count=session.not_found,
+        )
