@@ -11,6 +11,7 @@ from recorder.health.registry import (
     INVALID_MESSAGE,
     LATE_RESPONSE,
     ORPHAN_RESPONSE,
+    REQUEST_CANCELLED,
     REQUEST_TIMEOUT,
 )
 from recorder.health.sessions import SessionChecks
@@ -142,19 +143,56 @@ class CallChecks(StreamChecks, SessionChecks):
             reason = params.get("reason")
             call.cancel_reason = reason if isinstance(reason, str) else None
             waited = t - call.sent_at
-            timed_out = (call.deadline > 0 and waited >= call.deadline) or (
-                call.cancel_reason is not None and "time" in call.cancel_reason.lower())
-            if timed_out:
+            # Past the deadline it is a timeout (the tick may not have seen it yet); before
+            # it, a cancel is the client's own decision, whatever SDK sent it and whatever
+            # its reason says: `request-cancelled`, raised once the answer came or the grace
+            # for one passed.
+            if call.deadline > 0 and waited >= call.deadline:
                 why = f" (reason {call.cancel_reason!r})" if call.cancel_reason else ""
                 self._flag(
                     REQUEST_TIMEOUT, (session.id, call.direction, call.rpc_id, call.message_id),
                     t, f"{call.label} was cancelled by the client after {secs(waited)} without "
-                    f"a response{why}: a client-side timeout. Usual cause: a slow or hung tool, "
-                    "or a response lost on the way",
+                    f"a response{why}, past the {secs(call.deadline)} deadline. Usual cause: a "
+                    "slow or hung tool, or a response lost on the way",
                     session_id=session.id, call_id=call.call_id,
                     message_id=call.message_id, exchange_id=call.exchange_id,
-                    waited=round(waited, 3), state="cancelled",
+                    waited=round(waited, 3), deadline=call.deadline, state="cancelled",
                 )
+                return
+            self._cancels.append(call)
+
+    def _cancelled(self, t: float, call: CallState, answered_at: float | None,
+                   answer: str | None) -> None:
+        """A call cancelled before its deadline: information, with what became of it."""
+        assert call.cancelled_at is not None
+        waited = call.cancelled_at - call.sent_at
+        why = f" with reason {call.cancel_reason!r}" if call.cancel_reason else " (no reason)"
+        if answered_at is not None:
+            after = (f"; {answer} still came {secs(answered_at - call.cancelled_at)} after the "
+                     "cancel")
+        else:
+            after = f"; no answer came within {secs(t - call.cancelled_at)}"
+        self._flag(
+            REQUEST_CANCELLED, (call.session, call.direction, call.rpc_id, call.message_id),
+            call.cancelled_at,
+            f"{call.label} was cancelled by its client after {secs(waited)}{why}, before the "
+            f"{secs(call.deadline) + ' ' if call.deadline > 0 else ''}deadline{after}. Usual "
+            "cause: a client-side timeout or a user who gave up",
+            session_id=call.session, call_id=call.call_id, message_id=call.message_id,
+            exchange_id=call.exchange_id, waited=round(waited, 3),
+            reason=call.cancel_reason, answered=answered_at is not None,
+        )
+
+    def _check_cancels(self, t: float, final: bool) -> None:
+        """Cancelled calls whose grace for an answer has passed (or the input ended)."""
+        grace = self.config.cancel_grace
+        due = [c for c in self._cancels
+               if final or t - (c.cancelled_at or t) >= grace]
+        if not due:
+            return
+        self._cancels = [c for c in self._cancels if all(c is not d for d in due)]
+        for call in due:
+            self._cancelled(t, call, None, None)
 
     def _response(self, t: float, row: dict[str, Any], session: SessionState, direction: str,
                   ex: ExchangeState | None, stream: StreamState | None) -> None:
@@ -207,6 +245,9 @@ class CallChecks(StreamChecks, SessionChecks):
         if call.progress_token is not None:
             self._progress.pop((session.id, call.direction, call.progress_token), None)
         if call.cancelled_at is not None:
+            if any(c is call for c in self._cancels):
+                self._cancels = [c for c in self._cancels if c is not call]
+                self._cancelled(t, call, t, "an error" if kind == "error" else "a result")
             self._flag(
                 LATE_RESPONSE, (session.id, call.direction, call.rpc_id, call.message_id), t,
                 f"{'an error' if kind == 'error' else 'a result'} for {call.label} arrived "

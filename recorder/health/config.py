@@ -41,6 +41,8 @@ class HealthConfig:
         ("sampling/createMessage", 0.0),  # waits on a model and often a person
         ("tasks/result", 0.0),  # blocks until the task ends, by design
     )
+    # request-cancelled: how long to wait for an answer to a cancelled call before reporting.
+    cancel_grace: float = 2.0
     # reconnect-storm.
     storm_window: float = 60.0
     storm_count: int = 10  # reconnects within the window
@@ -107,7 +109,7 @@ def parse_duration(value: str | float) -> float:
 
 
 _DURATION_FIELDS = frozenset({
-    "heartbeat_interval", "heartbeat_slack", "request_timeout", "storm_window",
+    "heartbeat_interval", "heartbeat_slack", "request_timeout", "cancel_grace", "storm_window",
     "storm_short_lived", "idle_tolerance_max", "idle_recur_min", "burst_gap", "burst_window",
     "resume_grace", "session_recover_grace", "tick_interval",
 })

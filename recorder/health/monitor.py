@@ -48,8 +48,11 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
         return out
 
     def finish(self, t: float) -> list[Flag]:
-        """End of input: a last tick at `t`."""
-        return self.observe(Observation("tick", t, {}))
+        """End of input: a last tick at `t`; what waited for more input is decided now."""
+        flags = self.observe(Observation("tick", t, {}))
+        self._out = []
+        self._check_cancels(t, final=True)
+        return flags + self._out
 
     def _on_session(self, t: float, row: dict[str, Any]) -> None:
         session = self._session(row.get("id"))
@@ -195,6 +198,8 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
 
     def _tick(self, t: float) -> None:
         cfg = self.config
+        if self._cancels:
+            self._check_cancels(t, final=False)
         for stream in list(self._streams.values()):
             if stream.burst_started is not None and t - stream.burst_last > cfg.burst_window:
                 self._end_burst(stream)

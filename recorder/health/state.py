@@ -295,6 +295,7 @@ class DetectorState:
         self._challenged: set[str] = set()
         self._mcp_paths: set[tuple[str, str]] = set()
         self._lanes = 0
+        self._cancels: list[CallState] = []  # cancelled before the deadline, unresolved
 
     def _flag(self, kind: str, subject: tuple[Any, ...], t: float, message: str, *,
               severity: str | None = None, session_id: int | None = None,

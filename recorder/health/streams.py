@@ -354,7 +354,11 @@ class StreamChecks(DetectorState):
         age = t - stream.opened_at
         cadence = stream.cadence()
         idle_counts = cadence is None or idle >= 1.5 * cadence[0]
-        age_counts = reason != "client-disconnect"
+        # A stream whose content ended cleanly (no partial event, nothing it carried left
+        # unanswered) and that the server ended is explained: it had said what it had to say.
+        # Its duration is then no evidence of a deadline, however round; its idle time still is.
+        clean_end = reason == "end" and not stream.incomplete and not unanswered
+        age_counts = reason != "client-disconnect" and not clean_end
         found: tuple[str, float, float, str] | None = None
         for constant in cfg.idle_timeouts:
             tolerance = min(cfg.idle_tolerance * constant, cfg.idle_tolerance_max)

@@ -304,10 +304,39 @@ def test_close_at_a_round_age_is_flagged_even_with_heartbeats() -> None:
     while t < 300:
         t += 15.0
         w.chunk("g", t, PING)
-    w.end("g", 301.1)  # an absolute 300 s limit (Node requestTimeout, undici)
+    w.fail("g", 301.1)  # cut by an absolute 300 s limit (Node requestTimeout, undici)
     flag = only(w.flags(dataclasses.replace(CFG, heartbeat_interval=15)), "idle-timeout-close")
-    assert "closed normally by the server 300.1 s after it opened" in flag.message
+    assert "closed with an error 300.1 s after it opened" in flag.message
     assert "undici" in flag.message
+
+
+def test_a_stream_the_server_ended_cleanly_is_not_cut_whatever_its_duration() -> None:
+    # Issue 14: 30,000 complete events, then the server ends the stream normally at 15 s;
+    # this was called "idle-timeout-close ... Envoy's route timeout".
+    w = Wire(tick=1.0)
+    headers = w.initialize(0.0)
+    w.get("g", 1.0, headers)
+    for i in range(3000):  # a tenth of the events keeps the test fast; the rule is the same
+        w.chunk("g", 1.02 + i * 0.005, event(note("notifications/message", data=i)))
+    w.end("g", 16.0)
+    cfg = dataclasses.replace(CFG, heartbeat_interval=0)
+    assert "idle-timeout-close" not in kinds(w.flags(cfg))
+    # Cut mid-event at the same age, it is a deadline; and so is a clean end after 15 s idle.
+    w2 = Wire(tick=1.0)
+    headers = w2.initialize(0.0)
+    w2.get("g", 1.0, headers)
+    w2.chunk("g", 1.5, event(note("notifications/message", data=1)))
+    w2.chunk("g", 15.0, b'data: {"jsonrpc":"2.0","method":"notifications/mes')
+    w2.end("g", 16.0)
+    flag = only(w2.flags(cfg), "idle-timeout-close")
+    assert "15.0 s after it opened" in flag.message and "Envoy" in flag.message
+    w3 = Wire(tick=1.0)
+    headers = w3.initialize(0.0)
+    w3.get("g", 1.0, headers)
+    w3.chunk("g", 1.0, event(note("notifications/message", data=1)))
+    w3.end("g", 16.0)
+    flag = only(w3.flags(cfg), "idle-timeout-close")
+    assert "after 15.0 s of silence" in flag.message
 
 
 def test_polling_close_after_retry_at_a_round_age_is_deliberate() -> None:
@@ -350,7 +379,9 @@ def test_server_closing_the_get_as_the_client_deletes_the_session_is_normal() ->
         w.chunk("g", 0.3, PING)
         if delete:  # the SDK server ends the GET while it handles the DELETE
             w.request("d", 1.1, "DELETE", MCP, headers)
-        w.end("g", 1.105)
+            w.end("g", 1.105)
+        else:  # cut at a round age (a clean end would be explained by itself)
+            w.fail("g", 1.105)
         if delete:
             w.respond("d", 1.11, 200, [])
             w.end("d", 1.11)
@@ -644,36 +675,74 @@ def test_per_method_deadlines_and_methods_without_one() -> None:
     assert flag.t == pytest.approx(21.0, abs=0.11)
 
 
-def test_client_cancel_on_timeout_then_late_answer() -> None:
+def test_client_cancel_past_the_deadline_is_a_timeout() -> None:
     w = Wire()
     headers = w.initialize(0.0)
     w.post("p", 1.0, rpc(3, "tools/call", name="hang"), headers)
-    w.ticks(3.0)
-    w.post("c", 3.0, note("notifications/cancelled", requestId=3, reason="Request timed out"),
+    w.post("c", 7.0, note("notifications/cancelled", requestId=3, reason="Request timed out"),
            headers, status=202, sse=False)
-    w.end("c", 3.01)
-    w.chunk("p", 3.05, event(err(3, 0, "Request cancelled")))
-    w.end("p", 3.05)
+    w.end("c", 7.01)
+    w.ticks(10.0)
+    flags = w.flags(dataclasses.replace(CFG, tick_interval=10))
+    timeout = only(flags, "request-timeout")
+    assert timeout.severity == "error" and "request-cancelled" not in kinds(flags)
+
+
+def test_client_cancel_before_the_deadline_then_late_answer() -> None:
+    # Issue 14: fastmcp's call_tool(timeout=0.5) sends notifications/cancelled with
+    # "Request timed out"; that is the client's own deadline, not ours: information.
+    w = Wire()
+    headers = w.initialize(0.0)
+    w.post("p", 1.0, rpc(3, "tools/call", name="hang"), headers)
+    w.ticks(1.5)
+    w.post("c", 1.511, note("notifications/cancelled", requestId=3, reason="Request timed out"),
+           headers, status=202, sse=False)
+    w.end("c", 1.52)
+    w.chunk("p", 1.56, event(err(3, 0, "Request cancelled")))
+    w.end("p", 1.56)
     w.ticks(10.0)
     flags = w.flags()
-    timeout = only(flags, "request-timeout")
-    assert "cancelled by the client after 2.00 s without a response" in timeout.message
-    assert "'Request timed out'" in timeout.message and timeout.t == 3.0
+    assert "request-timeout" not in kinds(flags)
+    cancelled = only(flags, "request-cancelled")
+    assert cancelled.severity == "info" and cancelled.t == 1.511
+    assert "cancelled by its client after 511 ms with reason 'Request timed out'" \
+        in cancelled.message
+    assert "an error still came 49 ms after the cancel" in cancelled.message
+    assert cancelled.details["answered"] is True
+    assert cancelled.details["reason"] == "Request timed out"
     late = only(flags, "late-response")
-    assert "an error for tools/call hang (id 3) arrived 50 ms after the client cancelled" \
+    assert "an error for tools/call hang (id 3) arrived 49 ms after the client cancelled" \
         in late.message
     assert late.severity == "warning"
 
 
 def test_a_user_cancel_before_the_deadline_is_not_a_timeout() -> None:
+    # The TypeScript SDK's AbortController cancel: a reason, no answer (the server obeys).
     w = Wire()
     headers = w.initialize(0.0)
     w.post("p", 1.0, rpc(3, "tools/call", name="hang"), headers)
-    w.post("c", 2.0, note("notifications/cancelled", requestId=3, reason="user pressed stop"),
+    w.post("c", 2.0, note("notifications/cancelled", requestId=3,
+                          reason="AbortError: This operation was aborted"),
            headers, status=202, sse=False)
     w.fail("p", 2.01, "Client disconnected.")
     w.ticks(10.0)
-    assert "request-timeout" not in kinds(w.flags())
+    flags = w.flags()
+    assert "request-timeout" not in kinds(flags)
+    cancelled = only(flags, "request-cancelled")
+    assert cancelled.details["answered"] is False
+    assert "no answer came within 2.00 s" in cancelled.message
+    assert "'AbortError: This operation was aborted'" in cancelled.message
+
+
+def test_a_cancel_just_before_the_input_ends_is_still_reported() -> None:
+    w = Wire()
+    headers = w.initialize(0.0)
+    w.post("p", 1.0, rpc(3, "tools/call", name="hang"), headers)
+    w.post("c", 1.5, note("notifications/cancelled", requestId=3), headers, status=202,
+           sse=False)
+    monitor = HealthMonitor(CFG)
+    flags = monitor.feed(w.observations) + monitor.finish(1.6)
+    assert "(no reason)" in only(flags, "request-cancelled").message
 
 
 def test_call_whose_stream_closed_first() -> None:
