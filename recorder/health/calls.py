@@ -109,6 +109,8 @@ class CallChecks(StreamChecks, SessionChecks):
         if stream is not None and method == "ping":
             self._heartbeat(stream, t)
         if direction == C2S:
+            if method not in ("initialize", "ping"):
+                session.work += 1
             if method == "initialize":
                 session.initialized = True
                 self._reinitialized[session.client] = t

@@ -98,6 +98,7 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
         session = self._sessions.get(ex.session_id or -1)
         if ex.method == "DELETE" and session is not None:
             session.ending = True
+        self._check_retry_after(t, ex)
         if ex.method == "GET" and "text/event-stream" in headers.get("accept", ""):
             self._stream_attempt(t, ex)
 
@@ -123,6 +124,8 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
                 session.deleted = True
         if ex.status == 401:
             self._challenged.add(ex.server)
+        if ex.status in (429, 503):
+            self._rate_limited(t, ex, headers)
         if ex.status is not None and ex.status >= 400 and ex.method == "POST":
             for key in ex.calls:
                 call = self._calls.get(key)
@@ -191,6 +194,8 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
             return
         if kind == "request":
             self._request(t, row, session, direction, ex, stream)
+            if direction == C2S and row.get("method") == "initialize" and ex is not None:
+                self._initialize_attempt(t, ex, session)
         elif kind == "notification":
             self._notification(t, row, session, direction, stream)
         elif kind in ("result", "error"):

@@ -10,6 +10,7 @@ import ipaddress
 import re
 import statistics
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -110,6 +111,7 @@ class SessionState:
     deleted: bool = False
     ending: bool = False  # the client sent DELETE: its streams close on purpose
     initialized: bool = False
+    work: int = 0  # client requests besides initialize and ping: the session did something
     fresh_legacy: bool = False  # its endpoint event was recorded: it began in this capture
     not_found: int = 0
     not_found_at: float | None = None
@@ -230,6 +232,26 @@ class Attempts:
     delays: list[float] = field(default_factory=list)
     retry_violations: int = 0
     session_id: int | None = None
+    sessions: deque[int] = field(default_factory=lambda: deque(maxlen=64))  # in attempt order
+
+
+@dataclass(slots=True)
+class InitLoop:
+    """The initializes of one client at one server (the re-initialize storm subject)."""
+
+    last_session: int | None = None
+    last_at: float = 0.0
+    loops: deque[tuple[float, int]] = field(default_factory=deque)  # (when, new session)
+
+
+@dataclass(slots=True)
+class RetryAfter:
+    """A 429/503 answer's `Retry-After`, to see whether the client waited for it."""
+
+    until: float
+    seconds: float
+    status: int
+    early: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +287,14 @@ class Truncation:
     due: float
 
 
+def session_list(ids: Iterable[int]) -> str:
+    """`#3, #4 ... #9` for a flag message (long lists shortened, all ids stay in details)."""
+    shown = [f"#{i}" for i in dict.fromkeys(ids)]
+    if len(shown) > 6:
+        shown = [*shown[:3], "...", *shown[-2:]]
+    return ", ".join(shown)
+
+
 def names_session(ex: ExchangeState) -> bool:
     """Whether a request named its session (header or legacy query parameter)."""
     if "mcp-session-id" in ex.headers:
@@ -295,6 +325,8 @@ class DetectorState:
         self._challenged: set[str] = set()
         self._mcp_paths: set[tuple[str, str]] = set()
         self._lanes = 0
+        self._init_loops: dict[tuple[str, ...], InitLoop] = {}
+        self._retry_after: dict[tuple[str, ...], RetryAfter] = {}
         self._cancels: list[CallState] = []  # cancelled before the deadline, unresolved
 
     def _flag(self, kind: str, subject: tuple[Any, ...], t: float, message: str, *,

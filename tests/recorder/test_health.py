@@ -564,6 +564,104 @@ def test_many_short_sessions_of_one_client_are_not_a_storm() -> None:
     assert serious(w.flags(dataclasses.replace(CFG, heartbeat_interval=0))) == []
 
 
+def test_legacy_client_reconnecting_into_new_sessions_is_a_storm() -> None:
+    # Issue 14: GET /sse reopened 30 times in 3 s; each reconnect is a new endpoint session,
+    # so a per-session view saw 30 healthy one-stream sessions.
+    w = Wire()
+    for i in range(30):
+        t = 0.1 * i
+        w.legacy_open(f"g{i}", t, f"{i:032x}")
+        w.fail(f"g{i}", t + 0.05, "Client disconnected.")
+    w.ticks(4.0)
+    flags = [f for f in w.flags(dataclasses.replace(CFG, heartbeat_interval=0))
+             if f.severity != "info"]
+    assert {f.kind for f in flags} == {"reconnect-storm"}
+    storm = flags[0]
+    assert "GET /sse" in storm.message and "across sessions #1, #2, #3" in storm.message
+    assert len(storm.details["sessions"]) >= 5
+
+
+def test_legacy_sessions_that_did_their_work_are_not_a_storm() -> None:
+    w = Wire()
+    for i in range(15):  # a test suite: 15 legacy sessions, each initializes and calls a tool
+        t = float(i)
+        sid = f"{i:032x}"
+        w.legacy_open(f"g{i}", t, sid)
+        w.legacy_post(f"i{i}", t + 0.1, sid, rpc(0, "initialize", protocolVersion="2024-11-05",
+                                                 capabilities={},
+                                                 clientInfo={"name": "c", "version": "1"}))
+        w.chunk(f"g{i}", t + 0.12, event(ok(0, protocolVersion="2024-11-05", capabilities={},
+                                            serverInfo={"name": "s", "version": "1"}),
+                                         name="message"))
+        w.legacy_post(f"n{i}", t + 0.13, sid, note("notifications/initialized"))
+        w.legacy_post(f"c{i}", t + 0.2, sid, rpc(1, "tools/call", name="echo"))
+        w.chunk(f"g{i}", t + 0.22, event(ok(1, content=[]), name="message"))
+        w.fail(f"g{i}", t + 0.3, "Client disconnected.")
+    assert serious(w.flags(dataclasses.replace(CFG, heartbeat_interval=0))) == []
+
+
+def test_streamable_client_re_initializing_in_a_loop_is_a_storm() -> None:
+    w = Wire()
+    for i in range(12):  # initialize, nothing else, initialize again: a new session each time
+        w.initialize(0.2 * i, sid=f"{i:032d}", flow=f"i{i}")
+    w.ticks(3.0)
+    storm = only(w.flags(), "reconnect-storm")
+    assert "initialized 11 new sessions" in storm.message
+    assert storm.details["sessions"][:3] == [1, 2, 3]
+    assert "sessions #1, #2, #3, ..." in storm.message
+
+
+def test_short_working_sessions_or_deleted_ones_are_no_re_initialize_loop() -> None:
+    w = Wire()
+    for i in range(15):
+        headers = w.initialize(0.5 * i, sid=f"{i:032d}", flow=f"i{i}")
+        if i % 2:
+            w.post(f"c{i}", 0.5 * i + 0.1, rpc(1, "tools/list"), headers, sse=False)
+            w.chunk(f"c{i}", 0.5 * i + 0.12, ok(1, tools=[]))
+            w.end(f"c{i}", 0.5 * i + 0.12)
+        else:
+            w.request(f"d{i}", 0.5 * i + 0.1, "DELETE", MCP, headers)
+            w.respond(f"d{i}", 0.5 * i + 0.11, 200, [])
+            w.end(f"d{i}", 0.5 * i + 0.11)
+    assert "reconnect-storm" not in kinds(w.flags())
+
+
+def test_429_with_retry_after_and_a_client_that_does_not_wait() -> None:
+    w = Wire()
+    headers = w.initialize(0.0)
+    w.post("a", 1.0, rpc(1, "tools/list"), headers, status=429, sse=False,
+           response_headers=[("Retry-After", "2")])
+    w.end("a", 1.01)
+    flags = w.flags()
+    limited = only(flags, "rate-limited")
+    assert limited.severity == "warning" and limited.details["retry_after"] == 2.0
+    assert "429 Too Many Requests with Retry-After: 2" in limited.message
+    assert "reconnect-storm" not in kinds(flags)
+    for i in range(2):  # back after 0.2 s and 0.4 s, not 2 s
+        w.post(f"b{i}", 1.2 + 0.2 * i, rpc(2 + i, "tools/list"), headers, status=429,
+               sse=False, response_headers=[("Retry-After", "2")])
+        w.end(f"b{i}", 1.21 + 0.2 * i)
+    storm = only(w.flags(), "reconnect-storm")
+    assert "before the Retry-After of 2.00 s" in storm.message
+
+
+def test_a_client_that_waits_for_retry_after_is_fine_and_503_without_it_is_noted() -> None:
+    w = Wire()
+    headers = w.initialize(0.0)
+    w.post("a", 1.0, rpc(1, "tools/list"), headers, status=503, sse=False,
+           response_headers=[("Retry-After", "Tue, 01 Dec 2026 10:00:02 GMT"),
+                             ("Date", "Tue, 01 Dec 2026 10:00:00 GMT")])
+    w.end("a", 1.01)
+    w.post("b", 3.05, rpc(2, "tools/list"), headers, status=503, sse=False)
+    w.end("b", 3.06)
+    w.post("c", 3.1, rpc(3, "tools/list"), headers, status=503, sse=False)
+    w.end("c", 3.11)
+    flags = w.flags()
+    assert kinds(flags).count("rate-limited") == 1  # once per client and endpoint
+    assert only(flags, "rate-limited").details["retry_after"] == 2.0
+    assert "reconnect-storm" not in kinds(flags)
+
+
 def test_reconnects_that_ignore_retry() -> None:
     w = Wire()
     for i in range(3):
