@@ -27,6 +27,9 @@ from recorder.health.streams import StreamChecks
 from recorder.jsonrpc import id_key
 from recorder.model import C2S
 
+# The revision from which closing a POST's response stream is how a client cancels.
+CLOSE_CANCELS_FROM = "2026-07-28"
+
 
 class CallChecks(StreamChecks, SessionChecks):
     """Call detectors: timeouts, cancellations, late, orphan and duplicate answers, errors."""
@@ -132,6 +135,9 @@ class CallChecks(StreamChecks, SessionChecks):
             key = self._progress.get((session.id, opposite(direction),
                                       id_key(params["progressToken"])))
             call = self._calls.get(key) if key is not None else None
+            if key is None:
+                self._foreign_progress(t, row, session, direction, stream,
+                                       id_key(params["progressToken"]))
             if call is not None:
                 call.progress += 1
                 call.last_progress_at = t
@@ -161,6 +167,20 @@ class CallChecks(StreamChecks, SessionChecks):
                     waited=round(waited, 3), deadline=call.deadline, state="cancelled",
                 )
                 return
+            self._cancels.append(call)
+
+    def _closed_by_client(self, t: float, ex: ExchangeState | None) -> None:
+        """From 2026-07-28, a client closing a request's response stream cancels it."""
+        if ex is None or ex.headers.get("mcp-protocol-version", "") < CLOSE_CANCELS_FROM:
+            return
+        for key in ex.calls:
+            call = self._calls.get(key)
+            if call is None or call.cancelled_at is not None:
+                continue
+            call.cancelled_at = t
+            call.cancel_reason = "the client closed the response stream"
+            if call.deadline > 0 and t - call.sent_at >= call.deadline:
+                continue  # already past the deadline: the tick reports the timeout
             self._cancels.append(call)
 
     def _cancelled(self, t: float, call: CallState, answered_at: float | None,
@@ -224,9 +244,13 @@ class CallChecks(StreamChecks, SessionChecks):
                 exchange_id=row.get("exchange_id"), stream_id=row.get("stream_id"),
                 code=code, error_message=text,
             )
+        if rpc_id is not None:
+            self._note_answer(t, session, opposite(direction), str(rpc_id), row.get("json"))
         if call is None:
             if rpc_id is None or rpc_id in ("null", '"server-error"') or http_error:
                 return  # transport-level errors carry no usable id
+            if self._foreign_answer(t, row, session, direction, stream):
+                return  # another session's answer: not an orphan of this one
             answered_at = session.answered.get((opposite(direction), str(rpc_id)))
             if answered_at is not None:
                 text = (f"a second response to {opposite(direction)} request {rpc_id} arrived "

@@ -157,6 +157,9 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
         self._check_session_not_found(t, ex, row)
         self._check_url(t, ex)  # if the response did not already (its session came late)
         error = row.get("error")
+        if ex.stream_reason == "client-disconnect" or (
+                error and "client disconnected" in str(error).lower()):
+            self._closed_by_client(t, ex)
         if ex.status is None or error:
             # The carrying connection failed before (or while) answering.
             for key in ex.calls:

@@ -325,6 +325,8 @@ class DetectorState:
         self._challenged: set[str] = set()
         self._mcp_paths: set[tuple[str, str]] = set()
         self._lanes = 0
+        # (call direction, id, hash of the answer's text) -> session -> when it was delivered.
+        self._answer_prints: dict[tuple[str, str, int], dict[int, float]] = {}
         self._init_loops: dict[tuple[str, ...], InitLoop] = {}
         self._retry_after: dict[tuple[str, ...], RetryAfter] = {}
         self._cancels: list[CallState] = []  # cancelled before the deadline, unresolved

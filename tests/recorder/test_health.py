@@ -832,6 +832,26 @@ def test_a_user_cancel_before_the_deadline_is_not_a_timeout() -> None:
     assert "'AbortError: This operation was aborted'" in cancelled.message
 
 
+def test_2026_client_closing_its_response_stream_is_a_cancel() -> None:
+    # 2026-07-28: "closing the response stream counts as cancellation" (no notification).
+    w = Wire()
+    headers = [JSON_CT, ACCEPT, ("mcp-protocol-version", "2026-07-28"),
+               ("mcp-method", "tools/call"), ("mcp-name", "hang")]
+    w.request("p", 1.0, "POST", MCP, headers, rpc(2, "tools/call", name="hang"))
+    w.fail("p", 1.5, "Client disconnected.")
+    w.ticks(10.0)
+    flags = w.flags()
+    cancelled = only(flags, "request-cancelled")
+    assert "with reason 'the client closed the response stream'" in cancelled.message
+    assert "request-timeout" not in kinds(flags)
+    # Before 2026-07-28 a disconnect is not a cancellation: the call stays pending.
+    w = Wire()
+    w.request("p", 1.0, "POST", MCP, [JSON_CT, ACCEPT], rpc(2, "tools/call", name="hang"))
+    w.fail("p", 1.5, "Client disconnected.")
+    w.ticks(10.0)
+    assert "request-cancelled" not in kinds(w.flags())
+
+
 def test_a_cancel_just_before_the_input_ends_is_still_reported() -> None:
     w = Wire()
     headers = w.initialize(0.0)
@@ -1036,6 +1056,67 @@ def test_legacy_reconnect_with_initialize_is_fine() -> None:
 
 
 # --- invalid-message --------------------------------------------------------------------------
+
+
+def _broadcast_pair(w: Wire) -> None:
+    """Two legacy clients on a server that writes every message to every open /sse stream."""
+    a, b = "a" * 32, "b" * 32
+    w.legacy_open("ga", 0.0, a)
+    w.legacy_open("gb", 0.05, b)
+    init = rpc(0, "initialize", protocolVersion="2024-11-05", capabilities={},
+               clientInfo={"name": "c", "version": "1"})
+    answer = event(ok(0, protocolVersion="2024-11-05", capabilities={},
+                      serverInfo={"name": "s", "version": "1"}), name="message")
+    w.legacy_post("ia", 0.1, a, init)
+    w.chunk("ga", 0.11, answer)
+    w.chunk("gb", 0.11, answer)  # B's copy of A's answer: B has no request 0 yet
+    w.legacy_post("ib", 0.3, b, init)
+    w.chunk("ga", 0.31, answer)  # A's copy of B's answer: A's request 0 is answered
+    w.chunk("gb", 0.31, answer)
+    w.legacy_post("ta", 0.5, a, rpc(1, "tools/call", name="secret-a",
+                                    _meta={"progressToken": "pa"}))
+    progress = event(note("notifications/progress", progressToken="pa", progress=1),
+                     name="message")
+    w.chunk("ga", 0.51, progress)
+    w.chunk("gb", 0.51, progress)  # A's progress on B's stream
+    w.chunk("ga", 0.52, event(ok(1, content=[{"type": "text", "text": "a's data"}]),
+                              name="message"))
+
+
+def test_a_broadcasting_legacy_server_delivers_across_sessions() -> None:
+    w = Wire()
+    _broadcast_pair(w)
+    w.ticks(1.0)
+    flags = w.flags(dataclasses.replace(CFG, heartbeat_interval=0))
+    cross = only(flags, "cross-session-delivery")  # once per pair of sessions
+    assert cross.severity == "error" and cross.details["sessions"] == [1, 2]
+    assert "session #2 received an answer to request id 0 of session #1" in cross.message
+    assert "orphan-response" not in kinds(flags)
+
+
+def test_cross_session_progress_is_flagged() -> None:
+    w = Wire()
+    a, b = "a" * 32, "b" * 32
+    w.legacy_open("ga", 0.0, a)
+    w.legacy_open("gb", 0.05, b)
+    w.legacy_post("ta", 0.5, a, rpc(1, "tools/call", name="x", _meta={"progressToken": "pa"}))
+    w.chunk("gb", 0.51, event(note("notifications/progress", progressToken="pa", progress=1),
+                              name="message"))
+    cross = only(w.flags(dataclasses.replace(CFG, heartbeat_interval=0)),
+                 "cross-session-delivery")
+    assert 'progress with token "pa" of session #1 for its tools/call x (id 1)' in cross.message
+    assert cross.session_id == 2
+
+
+def test_two_sessions_with_the_same_ids_answered_apart_are_fine() -> None:
+    w = Wire()
+    for name, t in (("a", 0.0), ("b", 0.05)):
+        w.legacy_open("g" + name, t, name * 32)
+    for name, t in (("a", 0.1), ("b", 0.3)):
+        w.legacy_post("t" + name, t, name * 32, rpc(1, "tools/list"))
+        w.chunk("g" + name, t + 0.01, event(ok(1, tools=[]), name="message"))
+    assert "cross-session-delivery" not in kinds(w.flags(dataclasses.replace(
+        CFG, heartbeat_interval=0)))
 
 
 def test_invalid_sse_data_and_post_body() -> None:
