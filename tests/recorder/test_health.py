@@ -1055,7 +1055,7 @@ def test_legacy_reconnect_with_initialize_is_fine() -> None:
     assert serious(w.flags(dataclasses.replace(CFG, heartbeat_interval=0))) == []
 
 
-# --- invalid-message --------------------------------------------------------------------------
+# --- cross-session-delivery -------------------------------------------------------------------
 
 
 def _broadcast_pair(w: Wire) -> None:
@@ -1117,6 +1117,9 @@ def test_two_sessions_with_the_same_ids_answered_apart_are_fine() -> None:
         w.chunk("g" + name, t + 0.01, event(ok(1, tools=[]), name="message"))
     assert "cross-session-delivery" not in kinds(w.flags(dataclasses.replace(
         CFG, heartbeat_interval=0)))
+
+
+# --- invalid-message --------------------------------------------------------------------------
 
 
 def test_invalid_sse_data_and_post_body() -> None:
