@@ -209,6 +209,7 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
               use_stored_config: bool = True) -> tuple[CheckResult, HealthConfig]:
     """Check a capture; returns the result and the config actually used."""
     from recorder.health import HealthConfig, HealthMonitor, config_from_mapping
+    from recorder.health.spec.schema import validate_message
     from recorder.store import Capture
 
     with Capture(path) as capture:
@@ -216,7 +217,7 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
         if use_stored_config:
             base = config_from_mapping(stored_config(capture), base)
         used = config or base
-        monitor = HealthMonitor(used)
+        monitor = HealthMonitor(used, validate=validate_message)
         flags: list[Flag] = []
         end: float | None = None
         for observation in with_ticks(observations(capture), used.tick_interval):

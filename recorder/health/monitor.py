@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 from recorder.health.calls import CallChecks
 from recorder.health.config import HealthConfig
 from recorder.health.reconnects import ReconnectChecks
+from recorder.health.registry import SPEC_VIOLATION
 from recorder.health.security import SecurityChecks
+from recorder.health.spec.lint import Finding, SpecLint, Validator
 from recorder.health.state import ExchangeState, header_map, names_session
 from recorder.ingest import Observation
 from recorder.model import C2S, Flag
@@ -20,8 +22,12 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
     # CallChecks brings StreamChecks and SessionChecks: answers feed bursts and re-inits.
     """Feed it observations in time order (with ticks); it returns the flags each one raised."""
 
-    def __init__(self, config: HealthConfig | None = None) -> None:
+    def __init__(self, config: HealthConfig | None = None, *,
+                 validate: Validator | None = None) -> None:
+        """`validate` checks params and results against the schema (the shells pass
+        recorder.health.spec.schema.validate_message; without it the schema rule is off)."""
         super().__init__(config)
+        self._lint = SpecLint(validate)
         self._handlers = {
             "session": self._on_session, "exchange": self._on_exchange,
             "response": self._on_response, "stream-open": self._on_stream_open,
@@ -36,6 +42,8 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
         handler = self._handlers.get(observation.kind)
         if handler is not None:
             handler(t, observation.row)
+            for finding in self._lint.observe(observation.kind, t, observation.row):
+                self._spec_violation(finding)
         elif observation.kind == "tick":
             self._tick(self.now)
         return self._out
@@ -53,6 +61,17 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
         self._out = []
         self._check_cancels(t, final=True)
         return flags + self._out
+
+    def _spec_violation(self, finding: Finding) -> None:
+        rule = finding.rule
+        self._flag(
+            SPEC_VIOLATION, ("spec", rule.id, finding.scope), finding.t,
+            f"[{rule.id}] {finding.text} (MCP specification, {rule.section}: {rule.summary}). "
+            "Usual cause: an implementation that deviates from the specification",
+            session_id=finding.session_id, exchange_id=finding.exchange_id,
+            stream_id=finding.stream_id, message_id=finding.message_id, rule=rule.id,
+            section=rule.section, versions=list(rule.versions),
+        )
 
     def _on_session(self, t: float, row: dict[str, Any]) -> None:
         session = self._session(row.get("id"))
@@ -178,7 +197,9 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
         if ex is not None and session_id is not None and ex.session_id is None:
             ex.session_id = session_id
         stream = self._streams.get(row.get("stream_id", -1)) if row.get("stream_id") else None
-        if kind == "invalid" or row.get("problem"):
+        # Messages that are JSON-RPC but break its shape (wrong "jsonrpc", null id, bad
+        # error) are the protocol lint's, one rule each; what is not JSON-RPC at all is ours.
+        if kind == "invalid":
             if stream is not None:
                 if self._speaks_mcp(stream, ex):
                     self._invalid(t, row, ex)
@@ -186,8 +207,7 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
                 self._invalid(t, row, ex)
             else:
                 ex.invalid.append((t, row))  # judged at the end, when its HTTP answer is known
-            if kind == "invalid":
-                return
+            return
         if ex is not None:
             ex.valid_rpc = True
         if stream is not None:
