@@ -58,6 +58,9 @@ class _Exchange:
     session_id: int | None = None
     c2s: list[tuple[str, str | None]] = field(default_factory=list)  # (kind, method) of the body
     legacy: bool = False
+    status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    ctype: str = ""
 
 
 @dataclass(slots=True)
@@ -180,7 +183,10 @@ class SpecLint:
         self._streams.pop(row.get("id", -1), None)
 
     def _on_exchange_end(self, t: float, row: dict[str, Any]) -> None:
-        self._exchanges.pop(row.get("id", -1), None)
+        ex = self._exchanges.pop(row.get("id", -1), None)
+        if ex is not None and ex.status is not None:
+            # Judged at the end: live, a POST's own messages may be released after its answer.
+            self._judge_http(t, ex)
 
     def _on_sse(self, t: float, row: dict[str, Any]) -> None:
         stream = self._streams.get(row.get("stream_id", -1))
@@ -213,11 +219,14 @@ class SpecLint:
             return
         if row.get("session_id") is not None:
             ex.session_id = row["session_id"]
-        status = row.get("status") if isinstance(row.get("status"), int) else None
-        if status is None:
-            return
-        headers = _headers(row.get("response_headers"))
-        ctype = str(row.get("response_content_type") or "").split(";")[0].strip().lower()
+        ex.status = row.get("status") if isinstance(row.get("status"), int) else None
+        ex.response_headers = _headers(row.get("response_headers"))
+        ex.ctype = str(row.get("response_content_type") or "").split(";")[0].strip().lower()
+
+    def _judge_http(self, t: float, ex: _Exchange) -> None:
+        """The HTTP rules of one exchange, once its request, messages and answer are known."""
+        status, headers, ctype = ex.status, ex.response_headers, ex.ctype
+        assert status is not None
         ok = 200 <= status < 300
         requests = [m for k, m in ex.c2s if k == "request"]
         version = self._version_of(ex, ex.session_id)
@@ -364,10 +373,12 @@ class SpecLint:
                     self._find("negotiated-version", t, f"initialize was answered with "
                                f"protocolVersion {answered!r}, not a published revision",
                                asked[1] or "2025-06-18", **where)
+            checked = result
             if "resultType" not in result:
                 self._find("result-type", t, f"{label} has no resultType", version, **where)
+                checked = {"resultType": "complete", **result}  # said once, by its own rule
             if self.validate is not None and version is not None:
-                problem = self.validate(direction, "result", asked[0], version, result)
+                problem = self.validate(direction, "result", asked[0], version, checked)
                 if problem:
                     self._find("schema", t, f"the result of {asked[0]} does not match the "
                                f"{version} schema: {problem}", version, **where)
