@@ -420,3 +420,99 @@ def test_a_broadcasting_legacy_server_is_cross_session_delivery(record) -> None:
     assert of(flags, "orphan-response") == []
     assert code == 1
     assert len(live(rec.db, "cross-session-delivery")) == 1
+
+
+# --- Protocol lint ------------------------------------------------------------------------------
+
+
+async def _sloppy(method: str, path: str, headers: dict[str, str], body: bytes,
+                  writer: asyncio.StreamWriter) -> None:
+    """A Streamable HTTP server on raw sockets that breaks a few rules, each exactly once."""
+    sid = [("Mcp-Session-Id", "sloppy-session-0123456789abcdef")]
+    request = orjson.loads(body)
+    name = request.get("method")
+    if "id" not in request:  # a notification: must be 202 with no body; this says "ok"
+        writer.write(_head(200, [("Content-Type", "text/plain"), ("Content-Length", "2"), *sid])
+                     + b"ok")
+    elif name == "initialize":
+        writer.write(_json(200, {"jsonrpc": "2.0", "id": request["id"], "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}, "resources": {},
+                                                              "prompts": {}},
+            "serverInfo": {"name": "sloppy", "version": "1"}}}, sid))
+    elif name == "tools/list":  # jsonrpc-version
+        writer.write(_json(200, {"jsonrpc": "1.0", "id": request["id"],
+                                 "result": {"tools": []}}, sid))
+    elif name == "tools/call":  # schema: content must be a list
+        writer.write(_json(200, {"jsonrpc": "2.0", "id": request["id"],
+                                 "result": {"content": "just text"}}, sid))
+    elif name == "resources/list":  # result-xor-error
+        writer.write(_json(200, {"jsonrpc": "2.0", "id": request["id"],
+                                 "result": {"resources": []},
+                                 "error": {"code": -32603, "message": "and an error"}}, sid))
+    elif name == "resources/read":  # error-shape: a string code, a numeric message
+        writer.write(_json(200, {"jsonrpc": "2.0", "id": request["id"],
+                                 "error": {"code": "not found", "message": 404}}, sid))
+    else:  # prompts/list: response-content-type
+        text = orjson.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {"prompts": []}})
+        writer.write(_head(200, [("Content-Type", "text/plain"),
+                                 ("Content-Length", str(len(text))), *sid]) + text)
+    await writer.drain()
+
+
+SLOPPY_RULES = {"accepted-no-body", "jsonrpc-version", "schema", "result-xor-error",
+                "error-shape", "response-content-type"}
+
+
+def test_a_sloppy_server_breaks_each_lint_rule_once_and_sarif_lists_them(record,
+                                                                          tmp_path: Path) -> None:
+    server = RawServer(_sloppy)
+    try:
+        rec = record(server.url)
+
+        async def client() -> None:  # a correct client: only the server is sloppy
+            async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+                url = rec.url + "/mcp"
+                first = await http.post(url, headers=ACCEPT_BOTH, json={
+                    "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INIT_PARAMS})
+                headers = {**ACCEPT_BOTH, "Mcp-Session-Id": first.headers["mcp-session-id"],
+                           "MCP-Protocol-Version": "2025-06-18"}
+                await http.post(url, headers=headers, json={
+                    "jsonrpc": "2.0", "method": "notifications/initialized"})
+                calls = [("tools/list", {}), ("tools/call", {"name": "echo", "arguments": {}}),
+                         ("resources/list", {}), ("resources/read", {"uri": "demo://x"}),
+                         ("prompts/list", {})]
+                for i, (name, params) in enumerate(calls, 1):
+                    await http.post(url, headers=headers, json={
+                        "jsonrpc": "2.0", "id": i, "method": name, "params": params})
+
+        asyncio.run(client())
+        time.sleep(0.3)
+        assert rec.stop() == 0, rec.output
+    finally:
+        server.stop()
+    sarif = tmp_path / "check.sarif"
+    code, flags = check(rec.db, "--sarif", str(sarif))
+    found = of(flags, "spec-violation")
+    assert sorted(f["details"]["rule"] for f in found) == sorted(SLOPPY_RULES)
+    assert all(f["message"].startswith(f"[{f['details']['rule']}] ") for f in found)
+    # Nothing else but the JSON-RPC error's own information line.
+    assert {f["kind"] for f in flags} - {"spec-violation"} <= {"error-response"}
+    assert code == 0  # warnings do not fail the default gate
+    assert {orjson.loads(r[2])["rule"] for r in live(rec.db, "spec-violation")} == SLOPPY_RULES
+    # SARIF 2.1.0: one result per flag, rules from the registry and the lint's table.
+    log = orjson.loads(sarif.read_bytes())
+    assert log["version"] == "2.1.0" and log["$schema"].endswith("sarif-2.1.0.json")
+    (run,) = log["runs"]
+    rules = [r["id"] for r in run["tool"]["driver"]["rules"]]
+    from recorder.health import KINDS
+    from recorder.health.spec.rules import RULES
+
+    assert rules == [k.name for k in KINDS] + [f"spec-violation/{r.id}" for r in RULES]
+    assert len(run["results"]) == len(flags)
+    lint_results = [r for r in run["results"] if r["ruleId"].startswith("spec-violation/")]
+    assert {r["ruleId"] for r in lint_results} == {f"spec-violation/{r}" for r in SLOPPY_RULES}
+    for result in run["results"]:
+        assert rules[result["ruleIndex"]] == result["ruleId"]
+        assert result["level"] in ("note", "warning", "error")
+        location = result["locations"][0]["physicalLocation"]
+        assert location["artifactLocation"]["uri"] == str(rec.db)

@@ -88,3 +88,12 @@ RULES: Final[tuple[LintRule, ...]] = (
 )
 
 BY_ID: Final[dict[str, LintRule]] = {rule.id: rule for rule in RULES}
+
+
+def markdown_table() -> str:
+    """The README's table of lint rules, generated from `RULES`."""
+    lines = ["| rule | versions | spec section | what it checks |", "|---|---|---|---|"]
+    for rule in RULES:
+        versions = "all" if rule.versions == VERSIONS else ", ".join(rule.versions)
+        lines.append(f"| `{rule.id}` | {versions} | {rule.section} | {rule.summary} |")
+    return "\n".join(lines)
