@@ -516,3 +516,58 @@ def test_a_sloppy_server_breaks_each_lint_rule_once_and_sarif_lists_them(record,
         assert result["level"] in ("note", "warning", "error")
         location = result["locations"][0]["physicalLocation"]
         assert location["artifactLocation"]["uri"] == str(rec.db)
+
+
+# --- Clean third-party and second-generation peers ----------------------------------------------
+
+
+@pytest.mark.skipif(not (NODE and EVERYTHING.exists()),
+                    reason="node or @modelcontextprotocol/server-everything missing (.ci/run)")
+@pytest.mark.parametrize(("mode", "transport", "path"), [
+    ("sse", "sse", "/sse"), ("streamableHttp", "streamable-http", "/mcp")])
+def test_server_everything_sessions_raise_no_warning(record, mode: str, transport: str,
+                                                     path: str) -> None:
+    from tests.recorder.test_ts_peer_e2e import drive
+
+    proc = subprocess.Popen([str(NODE), "--require", str(PEERS / "loopback.cjs"),
+                             str(EVERYTHING), mode], env=dict(os.environ, PORT="0"),
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stderr is not None
+        port = next(line.split()[1] for line in proc.stderr if line.startswith("SSETAP_PORT "))
+        rec = record(f"http://127.0.0.1:{port}")
+        assert asyncio.run(drive(rec.url + path, transport)) == 3
+        time.sleep(0.3)
+        assert rec.stop() == 0, rec.output
+    finally:
+        proc.kill()
+        proc.wait()
+    code, flags = check(rec.db)
+    assert of(flags, "spec-violation") == []
+    # server-everything answers every origin (Access-Control-Allow-Origin: *): a real finding.
+    assert {kind for kind, _ in serious(flags)} <= {"wildcard-cors"}
+    assert code == 0
+
+
+@pytest.mark.skipif(not MCP2_PYTHON, reason="no interpreter with mcp>=2 (SSETAP_MCP2_PYTHON)")
+@pytest.mark.parametrize("transport", ["streamable-http"])  # mcp 2's Client needs 2026 HTTP
+def test_mcp2_sessions_raise_no_warning(record, transport: str) -> None:
+    peer = str(PEERS / "mcp2_peer.py")
+    proc = subprocess.Popen([MCP2_PYTHON, peer, "server", transport], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        rec = record(f"http://127.0.0.1:{line.split()[1]}")
+        url = rec.url + ("/sse" if transport == "sse" else "/mcp")
+        out = subprocess.run([MCP2_PYTHON, peer, "client", url], capture_output=True,
+                             text=True, timeout=60)
+        assert out.stdout.startswith("OK "), out.stderr[-2000:]
+        time.sleep(0.3)
+        assert rec.stop() == 0, rec.output
+    finally:
+        proc.kill()
+        proc.wait()
+    code, flags = check(rec.db, "--fail-on", "warning")
+    assert serious(flags) == [] and code == 0
