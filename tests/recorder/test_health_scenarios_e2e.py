@@ -207,19 +207,26 @@ def test_429_with_retry_after_and_a_client_that_retries_too_soon(record) -> None
 # --- Cancellations ------------------------------------------------------------------------------
 
 
+def _short_grace(tmp_path: Path) -> tuple[str, str]:
+    """Record with a 0.5 s cancel_grace, so the live flag has seconds of margin."""
+    config = tmp_path / "grace.json"
+    config.write_bytes(orjson.dumps({"cancel_grace": "0.5s"}))
+    return ("--check-config", str(config))
+
+
 @pytest.mark.skipif(not MCP2_PYTHON, reason="no interpreter with mcp>=2 (SSETAP_MCP2_PYTHON)")
-def test_python_sdk_client_timeout_is_a_cancel_not_a_timeout(record) -> None:
+def test_python_sdk_client_timeout_is_a_cancel_not_a_timeout(record, tmp_path: Path) -> None:
     proc = subprocess.Popen([MCP2_PYTHON, str(PEERS / "cancel_peer.py"), "server"], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("PORT "), line
-        rec = record(f"http://127.0.0.1:{line.split()[1]}")
+        rec = record(f"http://127.0.0.1:{line.split()[1]}", *_short_grace(tmp_path))
         out = subprocess.run([MCP2_PYTHON, str(PEERS / "cancel_peer.py"), "client",
                               rec.url + "/mcp"], capture_output=True, text=True, timeout=60)
         assert out.stdout.startswith("OK "), out.stderr[-2000:]
-        time.sleep(2.5)  # the live check waits cancel_grace (2 s) for an answer
+        time.sleep(2.5)  # the live check waits cancel_grace (0.5 s here) for an answer
         assert rec.stop() == 0, rec.output
     finally:
         proc.kill()
@@ -237,18 +244,18 @@ def test_python_sdk_client_timeout_is_a_cancel_not_a_timeout(record) -> None:
 
 @pytest.mark.skipif(not (NODE and EVERYTHING.exists() and TS_SDK.exists()),
                     reason="node, server-everything or the TypeScript SDK missing (.ci/run)")
-def test_typescript_abort_controller_cancel_is_the_same_kind(record) -> None:
+def test_typescript_abort_controller_cancel_is_the_same_kind(record, tmp_path: Path) -> None:
     proc = subprocess.Popen([str(NODE), "--require", str(PEERS / "loopback.cjs"),
                              str(EVERYTHING), "streamableHttp"], env=dict(os.environ, PORT="0"),
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         assert proc.stderr is not None
         port = next(line.split()[1] for line in proc.stderr if line.startswith("SSETAP_PORT "))
-        rec = record(f"http://127.0.0.1:{port}")
+        rec = record(f"http://127.0.0.1:{port}", *_short_grace(tmp_path))
         out = subprocess.run([str(NODE), str(PEERS / "abort_client.cjs"), str(TS_SDK),
                               rec.url + "/mcp"], capture_output=True, text=True, timeout=60)
         assert out.stdout.startswith("OK "), out.stderr[-2000:]
-        time.sleep(2.5)  # the live check waits cancel_grace (2 s) for an answer
+        time.sleep(2.5)  # the live check waits cancel_grace (0.5 s here) for an answer
         assert rec.stop() == 0, rec.output
     finally:
         proc.kill()
