@@ -145,6 +145,15 @@ def case_session_required_400(w: Wire) -> None:
     w.end("p", 1.02)
 
 
+def case_unknown_session_404(w: Wire) -> None:
+    headers = _session(w)
+    w.request("p", 1.0, "POST", MCP, headers, rpc(1, "tools/list"))
+    w.respond("p", 1.01, 400, [JSON_CT])
+    w.chunk("p", 1.02, {"jsonrpc": "2.0", "id": None,
+                        "error": {"code": -32000, "message": "Bad Request: Session not found"}})
+    w.end("p", 1.02)
+
+
 def case_delete_session(w: Wire) -> None:
     headers = _session(w)
     w.request("d", 1.0, "DELETE", MCP, [h for h in headers if h[0] != "mcp-session-id"])

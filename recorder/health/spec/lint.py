@@ -61,6 +61,7 @@ class _Exchange:
     status: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     ctype: str = ""
+    error_texts: list[str] = field(default_factory=list)  # JSON-RPC errors in the HTTP answer
 
 
 @dataclass(slots=True)
@@ -240,6 +241,14 @@ class SpecLint:
                            f"POST {ex.path} to the legacy message endpoint was answered {status}, "
                            "not 202 Accepted", "2024-11-05", **where)
             return
+        texts = " ".join(ex.error_texts).lower()
+        if status == 400 and "mcp-session-id" in ex.headers and "session" in texts \
+                and ("not found" in texts or "unknown" in texts or "expired" in texts
+                     or "invalid" in texts or "no valid" in texts):
+            self._find("unknown-session-404", t,
+                       f"{ex.method} {ex.path} named a session the server does not know and was "
+                       f"answered 400 ({' '.join(ex.error_texts)[:80]!r}); the answer must be "
+                       "404, or clients never re-initialize", version, **where)
         if ex.method == "DELETE":
             if "mcp-session-id" not in ex.headers and (ex.server, ex.path) in self._issuing:
                 self._find("delete-session", t,
@@ -298,6 +307,11 @@ class SpecLint:
         direction = str(row.get("direction") or C2S)
         session_id = row.get("session_id")
         ex = self._exchanges.get(row.get("exchange_id", -1)) if direction == C2S else None
+        if direction == S2C and row.get("stream_id") is None and isinstance(
+                payload.get("error"), dict) and isinstance(payload["error"].get("message"), str):
+            answered = self._exchanges.get(row.get("exchange_id", -1))
+            if answered is not None:
+                answered.error_texts.append(payload["error"]["message"])
         if ex is not None and session_id is not None and ex.session_id is None:
             ex.session_id = session_id
         method = payload.get("method") if isinstance(payload.get("method"), str) else None

@@ -65,6 +65,9 @@ RULES: Final[tuple[LintRule, ...]] = (
     LintRule("session-required-400", "basic/transports (Session management)", STREAMABLE,
              "a server that issues sessions answers a non-initialize request without a "
              "session id with 400 Bad Request"),
+    LintRule("unknown-session-404", "basic/transports (Session management)", STREAMABLE,
+             "a request naming a session the server no longer knows is answered 404 Not Found "
+             "(not 400), so the client knows to initialize again"),
     LintRule("delete-session", "basic/transports (Session management)", STREAMABLE,
              "a DELETE that ends a session carries its Mcp-Session-Id"),
     # Legacy HTTP+SSE.
