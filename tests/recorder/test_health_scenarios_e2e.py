@@ -242,6 +242,33 @@ def test_python_sdk_client_timeout_is_a_cancel_not_a_timeout(record, tmp_path: P
     assert len(live(rec.db, "request-cancelled")) == 1
 
 
+@pytest.mark.skipif(not MCP2_PYTHON, reason="no interpreter with mcp>=2 (SSETAP_MCP2_PYTHON)")
+def test_python_sdk_timeout_sends_a_cancel_before_the_deadline(record, mcp_server,
+                                                               tmp_path: Path) -> None:
+    """Issue 14's measured case: a 0.5 s client timeout was `[error] request-timeout ...
+    cancelled by the client after 511 ms`. mcp 2's client against the demo server (mcp 1.x,
+    2025-11-25) sends notifications/cancelled "Request timed out" after 0.5 s."""
+    server = mcp_server("streamable-http")
+    rec = record(server.url, *_short_grace(tmp_path))
+    out = subprocess.run([MCP2_PYTHON, str(PEERS / "cancel_peer.py"), "client",
+                          rec.url + "/mcp", "{}"], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("OK "), out.stderr[-2000:]
+    time.sleep(2.5)
+    assert rec.stop() == 0, rec.output
+    code, flags = check(rec.db)
+    assert of(flags, "request-timeout") == []
+    (cancelled,) = of(flags, "request-cancelled")
+    assert cancelled["severity"] == "info"
+    assert cancelled["details"]["reason"] and 0.4 < cancelled["details"]["waited"] < 5.0
+    assert "tools/call hang" in cancelled["message"]
+    # The v1 server still answers the cancelled call ("Request cancelled"): a real deviation
+    # (receivers should not answer a cancelled request), a warning, not an error.
+    assert [f["severity"] for f in of(flags, "late-response")] in ([], ["warning"])
+    assert cancelled["details"]["answered"] is bool(of(flags, "late-response"))
+    assert code == 0
+    assert len(live(rec.db, "request-cancelled")) == 1
+
+
 @pytest.mark.skipif(not (NODE and EVERYTHING.exists() and TS_SDK.exists()),
                     reason="node, server-everything or the TypeScript SDK missing (.ci/run)")
 def test_typescript_abort_controller_cancel_is_the_same_kind(record, tmp_path: Path) -> None:

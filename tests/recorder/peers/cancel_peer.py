@@ -3,10 +3,12 @@
 Run with an interpreter that has mcp 2 (not ssetap's venv on Python 3.11):
 
     python cancel_peer.py server [sse|streamable-http]   prints "PORT <n>", serves until killed
-    python cancel_peer.py client URL                     call_tool("hang", timeout 0.5 s)
+    python cancel_peer.py client URL [ARGS_JSON]         call_tool("hang", timeout 0.5 s)
 
-The client's timeout makes the SDK send `notifications/cancelled` ("Request timed out"),
-the way fastmcp's `call_tool(..., timeout=0.5)` does.
+The client gives up after 0.5 s, the way fastmcp's `call_tool(..., timeout=0.5)` does. How
+it tells the server depends on the version negotiated: on 2026-07-28 it closes the response
+stream; against an older server (ssetap's demo server on mcp 1.x, 2025-11-25) it sends
+`notifications/cancelled` with its reason.
 """
 
 
@@ -39,12 +41,12 @@ def serve(transport: str) -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
-async def client(url: str) -> None:
+async def client(url: str, arguments: dict[str, object]) -> None:
     from mcp import Client
 
     async with Client(url) as c:
         try:
-            await c.call_tool("hang", {"seconds": 30.0}, read_timeout_seconds=0.5)
+            await c.call_tool("hang", arguments, read_timeout_seconds=0.5)
             outcome = "answered"
         except Exception as exc:  # the SDK raises on its own timeout
             outcome = type(exc).__name__
@@ -57,4 +59,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve(sys.argv[2] if len(sys.argv) > 2 else "streamable-http")
     else:
-        asyncio.run(client(sys.argv[2]))
+        import json
+
+        asyncio.run(client(sys.argv[2], json.loads(sys.argv[3]) if len(sys.argv) > 3
+                           else {"seconds": 30.0}))
