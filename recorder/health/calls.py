@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recorder.correlate import opposite
+from recorder.correlate import call_name, opposite
 from recorder.health.registry import (
     DUPLICATE_ID,
     ERROR_RESPONSE,
@@ -85,13 +85,9 @@ class CallChecks(StreamChecks, SessionChecks):
             )
             if previous is not None:
                 self._progress.pop((session.id, direction, previous.progress_token or ""), None)
-        name = None
+        name = call_name(method, params)  # the correlator's name for it, as `show` prints
         token = None
         if isinstance(params, dict):
-            if method in ("tools/call", "prompts/get") and isinstance(params.get("name"), str):
-                name = params["name"]
-            elif isinstance(params.get("uri"), str):
-                name = params["uri"]
             meta = params.get("_meta")
             if isinstance(meta, dict) and "progressToken" in meta:
                 token = id_key(meta["progressToken"])
