@@ -281,3 +281,17 @@ def test_schema_validator_answers_for_known_methods_only() -> None:
     assert problem is not None and problem.startswith("tools:")
     problem = validate_message("s2c", "result", "tools/list", "2026-07-28", {"tools": []})
     assert problem is not None and "resultType" in problem
+
+
+def test_a_new_session_of_the_same_client_is_no_missing_session_id() -> None:
+    # mcp 2's client probes with server/discover (no session id) before it initializes.
+    w = Wire()
+    _session(w)
+    w.request("d", 1.0, "POST", MCP, [JSON_CT, ACCEPT, ("User-Agent", "client/1"),
+                                      ("mcp-protocol-version", "2026-07-28"),
+                                      ("mcp-method", "server/discover")],
+              rpc(1, "server/discover", **META_2026))
+    w.respond("d", 1.01, 400, [JSON_CT])
+    w.end("d", 1.01)
+    w.initialize(2.0, sid="t" * 32, flow="second")
+    assert rules(w) == set()

@@ -283,7 +283,10 @@ class SpecLint:
                        f"POST {ex.path} with {requests[0] if requests else 'a notification'} "
                        f"carries no MCP-Protocol-Version header though session #{ex.session_id} "
                        f"negotiated {version}", version, **where)
-        if not named and "initialize" not in requests and (ex.server, ex.path) in self._issuing:
+        # A new session begins without one: `initialize`, or a 2026 client's `server/discover`
+        # probe for the version (mcp 2 against an older server).
+        opening = any(m in ("initialize", "server/discover") for m in requests)
+        if not named and not opening and (ex.server, ex.path) in self._issuing:
             if (*ex.client, ex.server, ex.path) in self._issued_to:
                 self._find("session-id-echo", t,
                            f"POST {ex.path} ({(requests or ['a notification'])[0]}) carries no "
