@@ -47,7 +47,7 @@ def _client_addr(flow: http.HTTPFlow) -> str:
 class WorkerLink:
     """Ships batches of raw events to a `recorder.worker` process over its stdin."""
 
-    def __init__(self, db: str, raw: bool, config: str) -> None:
+    def __init__(self, db: str, raw: bool, config: str, redact_paths: str = "") -> None:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -56,6 +56,8 @@ class WorkerLink:
         cmd = [sys.executable, "-P", "-m", "recorder.worker", "--db", db, "--config", config]
         if raw:
             cmd.append("--raw")
+        if redact_paths:
+            cmd += ["--redact-paths", redact_paths]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, bufsize=0)
         self.queue: deque[tuple[Any, ...]] = deque()
         self._stop = threading.Event()
@@ -114,9 +116,11 @@ class Recorder:
                           "Store secrets (Authorization, cookies, session ids) unredacted.")
         loader.add_option("ssetap_checks", str, "{}",
                           "JSON options for ssetap's live stream-health checks.")
+        loader.add_option("ssetap_redact_paths", str, "",
+                          "JSON paths of MCP messages to redact, one `[METHOD[:NAME]] PATH` a line.")
 
     def configure(self, updated: set[str]) -> None:
-        if not ({"ssetap_db", "ssetap_raw", "ssetap_checks"} & updated):
+        if not ({"ssetap_db", "ssetap_raw", "ssetap_checks", "ssetap_redact_paths"} & updated):
             return
         db = ctx.options.ssetap_db
         if not db:
@@ -130,7 +134,8 @@ class Recorder:
             return
         self.stop()
         self._db = db
-        self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks)
+        self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks,
+                               ctx.options.ssetap_redact_paths)
         self._append = self.link.queue.append
 
     def stop(self) -> None:

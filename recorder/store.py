@@ -275,7 +275,13 @@ class StoreWriter:
     def __init__(self, path: str | os.PathLike[str], *, batch_seconds: float = 0.05) -> None:
         self.path = Path(path)
         create_private(self.path)
-        self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            # Not through a symlink: a planted link would have us create or truncate its target.
+            self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW,
+                                    0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open {self.path}.lock ({exc.strerror}); a symbolic link "
+                             "there is refused") from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -553,6 +559,12 @@ class Capture:
 
     def meta(self) -> dict[str, str]:
         return meta(self.db)
+
+    def table_rows(self, table: str) -> Iterator[dict[str, Any]]:
+        """Every row of one table in id order, streamed (`ssetap redact` rewrites them all)."""
+        if table not in TABLES:
+            raise StoreError(f"unknown table {table!r}")
+        return _iter_checked(self.db, f"SELECT * FROM {table} ORDER BY id", [])
 
     _SESSION_SUMMARY = """
         SELECT s.*,

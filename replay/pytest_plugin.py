@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 def _replay_options(*, timing: str = "fast", ignore: Sequence[str | os.PathLike[str]] = (),
                     ignore_rules: str = "", default_ignores: bool = True,
-                    latency_threshold: str = "2x+250ms", headers: dict[str, str] | None = None,
+                    latency_threshold: str | None = None, fail_on_slow: bool = False,
+                    latency_samples: int = 3, headers: dict[str, str] | None = None,
                     timeout: float = 30.0, transport: str = "auto", only: Sequence[str] = (),
                     skip: Sequence[str] = ()) -> Any:
     from pathlib import Path
@@ -46,9 +47,12 @@ def _replay_options(*, timing: str = "fast", ignore: Sequence[str | os.PathLike[
     return ReplayOptions(
         timing=parse_timing(timing),
         diff=DiffOptions(tuple(rules), volatile_values=default_ignores),
-        latency=parse_latency_limit(latency_threshold),
+        latency=parse_latency_limit(latency_threshold or "2x+250ms"),
         headers=tuple((headers or {}).items()),
         timeout=timeout, transport=transport, only=tuple(only), skip=tuple(skip),
+        # As on the command line: a threshold given opts in to failing on latency.
+        fail_on_slow=fail_on_slow or latency_threshold not in (None, "off"),
+        latency_samples=latency_samples,
     )
 
 
@@ -69,7 +73,8 @@ def ssetap_replay() -> Callable[..., ReplayResult]:
     """`ssetap_replay(db_path, target=url, **options)`: replay, fail the test on any difference.
 
     Options: session, timing ("fast", "recorded", "xN"), ignore (rules files),
-    ignore_rules (rules text), default_ignores, latency_threshold, headers (dict),
+    ignore_rules (rules text), default_ignores, latency_threshold (fails on slow calls),
+    fail_on_slow, latency_samples, headers (dict),
     timeout, transport, only, skip, and check=False to get the result without failing.
     """
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = {"recorder/model.py", "recorder/sse.py", "recorder/ingest.py", "recorder/listen.py", "recorder/jsonrpc.py", "recorder/correlate.py",
-        "recorder/redact.py", "recorder/report.py", "replay/diff.py",
+        "recorder/redact.py", "recorder/redact_stage.py", "recorder/secrets.py",
+        "recorder/json_paths.py", "recorder/report.py", "replay/diff.py",
         "replay/matching.py", "replay/recorded.py", "replay/plan.py", "replay/catalog.py"}
 # Every module of the health package is a pure core too (new detectors included), except the
 # schema check, which may import the official `mcp_types` wire models (pydantic).

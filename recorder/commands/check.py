@@ -54,11 +54,15 @@ def run(args: argparse.Namespace) -> int:
         stored_config,
     )
     from recorder.health import HealthConfigError
+    from recorder.redact import mixed_warning
     from recorder.store import Capture, StoreError
 
     try:
         with Capture(args.db) as capture:
             stored_options = stored_config(capture)
+            warning = mixed_warning(capture.meta(), args.db)
+        if warning:
+            print(warning, file=sys.stderr)
         config = _config(args, stored_options)
     except HealthConfigError as exc:
         raise UsageError(str(exc)) from None

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from urllib.parse import parse_qsl, urlsplit
-
 from recorder.health.registry import (
     MISSING_AUTH,
     ORIGIN_ACCEPTED,
@@ -13,20 +10,13 @@ from recorder.health.registry import (
     WILDCARD_CORS,
 )
 from recorder.health.state import DetectorState, ExchangeState, foreign_origin, is_loopback_host
-
-# The one question this package asks about credentials. The secrets classifier
-# (recorder/secrets.py, issue 10) is to answer it at merge; until then today's list stays here.
-_TOKEN_PARAM = re.compile(
-    r"^(.*token.*|.*secret.*|.*passw(or)?d.*|pwd|.*api[-_]?key|apikey|key|.*[-_]key|auth|"
-    r"authorization|credentials?|sig|signature|jwt|bearer)$",
-    re.IGNORECASE,
-)
-_SESSION_PARAMS = frozenset({"session_id", "sessionid"})
+from recorder.secrets import secret_query_params
 
 
-def is_credential_param(name: str) -> bool:
-    """Whether a URL query parameter's name says it carries a credential (not a session id)."""
-    return name.lower() not in _SESSION_PARAMS and bool(_TOKEN_PARAM.match(name))
+def credential_params(url: str) -> list[str]:
+    """The query parameters of `url` that carry a credential: the one secrets classifier's
+    answer (recorder.secrets), so `token-in-url` names exactly what redaction replaces."""
+    return sorted(set(secret_query_params(url)))
 
 
 class SecurityChecks(DetectorState):
@@ -41,9 +31,7 @@ class SecurityChecks(DetectorState):
     def _check_url(self, t: float, ex: ExchangeState) -> None:
         if not (ex.mcp or (ex.server, ex.path) in self._mcp_paths):
             return
-        query = urlsplit(ex.url).query
-        names = sorted({n for n, v in parse_qsl(query, keep_blank_values=True)
-                        if v and is_credential_param(n)})
+        names = credential_params(ex.url)
         if names:
             listed = ", ".join(names)
             self._flag(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED_RECORDER = {"recorder.model", "recorder.sse", "recorder.jsonrpc", "recorder.store", "recorder.asgi_thread",
-                    "recorder.listen"}
+                    "recorder.listen", "recorder.usage"}  # usage: the one UsageError (a leaf)
 ALLOWED_RECORDER |= {"recorder.junit"}  # the one JUnit writer, shared with `ssetap check`
 
 
