@@ -95,8 +95,9 @@ KINDS: Final[tuple[FlagKind, ...]] = (
              "a hung tool or a response lost on the way", "calls",
              severity_note="warning when slow, not hung"),
     FlagKind(REQUEST_CANCELLED, "info",
-             "a call its client cancelled before the deadline (`notifications/cancelled`), "
-             "with the client's reason and whether an answer still came, whichever SDK sent it",
+             "a call its client cancelled before the deadline (`notifications/cancelled`, or "
+             "from 2026-07-28 closing its response stream), with the client's reason and "
+             "whether an answer still came, whichever SDK sent it",
              "a client-side timeout or a user who gave up", "calls"),
     FlagKind(LATE_RESPONSE, "warning",
              "an answer after the request was cancelled",
@@ -107,7 +108,7 @@ KINDS: Final[tuple[FlagKind, ...]] = (
     FlagKind(DUPLICATE_ID, "error",
              "a request id reused within a session",
              "a client that restarts its counter or shares a session", "calls",
-             severity_note="error in flight, warning after"),
+             severity_note="warning once the first request had completed"),
     FlagKind(ERROR_RESPONSE, "info",
              "JSON-RPC errors, with code and message",
              "the call failed; read the message", "calls"),
@@ -162,6 +163,7 @@ def markdown_table() -> str:
     """The README's table of kinds, generated from `KINDS`."""
     lines = ["| kind | default severity | what it means |", "|---|---|---|"]
     for kind in KINDS:
-        severity = kind.severity_note or kind.severity
+        severity = f"{kind.severity} ({kind.severity_note})" if kind.severity_note \
+            else kind.severity
         lines.append(f"| `{kind.name}` | {severity} | {kind.summary} |")
     return "\n".join(lines)
