@@ -295,3 +295,16 @@ def test_a_new_session_of_the_same_client_is_no_missing_session_id() -> None:
     w.end("d", 1.01)
     w.initialize(2.0, sid="t" * 32, flow="second")
     assert rules(w) == set()
+
+
+def test_a_2026_client_over_legacy_sse_needs_no_mcp_method_header() -> None:
+    # mcp 2's client over the legacy transport sends MCP-Protocol-Version, not Mcp-Method.
+    w = Wire()
+    sid = "a" * 32
+    w.legacy_open("g", 0.0, sid)
+    w.request("p", 0.1, "POST", f"{SERVER}/messages/?session_id={sid}",
+              [JSON_CT, ("mcp-protocol-version", "2026-07-28")],
+              rpc(1, "tools/list", **META_2026))
+    w.respond("p", 0.11, 202, [("Content-Type", "text/plain")])
+    w.end("p", 0.11)
+    assert "method-header" not in rules(w)

@@ -406,8 +406,8 @@ class SpecLint:
 
     def _headers_2026(self, t: float, ex: _Exchange, method: str, params: Any,
                       version: str | None, where: dict[str, Any]) -> None:
-        if version not in BY_ID["method-header"].versions:
-            return
+        if version not in BY_ID["method-header"].versions or ex.legacy:
+            return  # the headers are Streamable HTTP's; mcp 2 over legacy SSE sends none
         sent = ex.headers.get("mcp-method")
         problems = []
         if sent != method:
