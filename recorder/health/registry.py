@@ -29,6 +29,9 @@ class FlagKind:
     versions: tuple[str, ...] = VERSIONS
     transports: tuple[str, ...] = TRANSPORTS
     severity_note: str = ""
+    # A kind raised outside the detectors (e.g. a capture gap noticed by the recorder's worker
+    # or store) names the module that raises it; its concern is then "recorder".
+    raised_by: str = ""
 
 
 HEARTBEAT_MISSING: Final = "heartbeat-missing"
