@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from recorder import gaps
+from recorder.gaps import FLAG_KINDS as RECORDER_KINDS
 
 # Protocol revisions ssetap knows (mcp-wire.md), oldest first; "legacy" SSE is 2024-11-05.
 VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28")
@@ -159,7 +159,7 @@ KINDS: Final[tuple[FlagKind, ...]] = (
     # Raised by the recorder itself (the store writes them as `source='recorder'`), not by a
     # detector: what the capture is missing, from recorder.gaps' own table.
     *(FlagKind(name, severity, summary, cause, "recorder", raised_by="recorder/gaps.py")
-      for name, severity, summary, cause in gaps.FLAG_KINDS),
+      for name, severity, summary, cause in RECORDER_KINDS),
 )
 
 BY_NAME: Final[dict[str, FlagKind]] = {kind.name: kind for kind in KINDS}
