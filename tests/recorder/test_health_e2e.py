@@ -671,8 +671,9 @@ def test_fault_is_flagged_live_and_by_check(faults: Captured, kind: str, severit
 def test_every_flag_kind_has_a_real_scenario() -> None:
     from recorder.health import FLAG_KINDS
     from tests.recorder.test_health_scenarios_e2e import SCENARIO_KINDS
+    from tests.recorder.test_pressure_e2e import SCENARIO_KINDS as RECORDER_KINDS
 
-    assert {e[0] for e in EXPECTED} | SCENARIO_KINDS == set(FLAG_KINDS)
+    assert {e[0] for e in EXPECTED} | SCENARIO_KINDS | RECORDER_KINDS == set(FLAG_KINDS)
 
 
 def test_silent_stream_was_flagged_while_it_was_still_open(faults: Captured) -> None:
