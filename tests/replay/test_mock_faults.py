@@ -15,8 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from mcp import McpError, types
-from replay_helpers import ROOT, Capture, open_client, text_of
+from replay_helpers import ROOT, Capture, McpError, open_client, text_of, types
 
 from recorder.faults import fault_config
 from replay.mock import serve_capture
