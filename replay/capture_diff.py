@@ -25,9 +25,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from recorder.model import C2S, ERROR, RESULT
+from recorder.model import C2S, RESULT
 from replay.diff import DEFAULT_OPTIONS, MISSING, Difference, DiffOptions, diff
 from replay.matching import Candidate, MatchIndex, normalise
+from replay.plan import response_body
 from replay.recorded import RecordedMessage, Recording
 
 BREAKING: Final = "breaking"
@@ -449,16 +450,6 @@ def _label(method: str, params: Any) -> str:
     return method
 
 
-def _body(message: RecordedMessage | None) -> dict[str, Any] | None:
-    if message is None or not isinstance(message.payload, dict):
-        return None
-    if message.kind == RESULT:
-        return {"result": message.payload.get("result")}
-    if message.kind == ERROR:
-        return {"error": message.payload.get("error")}
-    return None
-
-
 def _is_error(body: dict[str, Any]) -> bool:
     result = body.get("result")
     return "error" in body or (isinstance(result, dict) and result.get("isError") is True)
@@ -469,14 +460,14 @@ def compare_behaviour(before: Sequence[Recording], after: Sequence[Recording],
     """Result changes of matching calls; (changes, matched, unmatched before, unmatched after)."""
     candidates = [Candidate(method, params, body)
                   for recording in before for method, params, response, _ in _answered(recording)
-                  if method not in _SURFACE_METHODS and (body := _body(response)) is not None]
+                  if method not in _SURFACE_METHODS and (body := response_body(response)) is not None]
     matcher = MatchIndex(candidates).matcher()
     changes: dict[str, Change] = {}
     matched = unmatched_after = 0
     used: set[int] = set()
     for recording in after:
         for method, params, response, _ in _answered(recording):
-            body = _body(response)
+            body = response_body(response)
             if method in _SURFACE_METHODS or body is None:
                 continue
             candidate = matcher.match(method, params)

@@ -231,7 +231,8 @@ def _name(method: str, params: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _response_body(message: RecordedMessage | None) -> dict[str, Any] | None:
+def response_body(message: RecordedMessage | None) -> dict[str, Any] | None:
+    """What of a recorded answer is compared: `{"result": ...}` or `{"error": ...}`."""
     if message is None or not isinstance(message.payload, dict):
         return None
     if message.kind == RESULT:
@@ -346,7 +347,7 @@ class _Builder:
                     index, REQUEST, step.method, step.payload, step.t, waits, ordinal, name,
                     progress_token=token,
                     expectation=Expectation(
-                        _response_body(response),
+                        response_body(response),
                         call.latency_ms if call else None,
                         tuple(progress.get(call.id, ())) if call else (),
                         bool(call and call.cancelled_at is not None),
@@ -367,7 +368,7 @@ class _Builder:
                 continue
             request = by_id[call.request_message_id]
             response = by_id.get(call.response_message_id) if call.response_message_id else None
-            body = _response_body(response)
+            body = response_body(response)
             if body is None or response is None or not isinstance(request.payload, dict):
                 continue
             candidates.append(Candidate(call.method, request.payload.get("params"),
