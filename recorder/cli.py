@@ -28,6 +28,8 @@ COMMANDS: tuple[str, ...] = (
     "recorder.commands.record",
     "recorder.commands.inspect",
     "recorder.commands.check",
+    "recorder.commands.export",
+    "recorder.commands.import_",
     "tui.command",
     "replay.commands",
     "recorder.commands.demo",

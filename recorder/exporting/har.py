@@ -1,0 +1,173 @@
+"""`ssetap export --format har`: HAR 1.2, one entry per HTTP exchange, SSE and MCP in extensions.
+
+Each entry is a standard HAR entry (request, response with the whole body, timings in ms: send
+0, wait = time to response headers, receive = headers to last byte) plus custom fields, which
+HAR reserves to names starting with `_`:
+- `_sseEvents`: the SSE items of the response's stream in arrival order, after Chrome's
+  `_webSocketMessages`: `{"time": epoch seconds, "type": "event" | "comment" | "control" |
+  "incomplete" | "oversize", "event": type, "id": id, "lastEventId", "retry", "data",
+  "start", "end"}` (`start`/`end`: byte offsets of the item in `response.content.text`).
+- `_mcpMessages`: the JSON-RPC messages the exchange carried: `{"time", "direction", "kind",
+  "id", "method", "call", "sseEvent"}` (`sseEvent`: index into `_sseEvents`; `call` links a
+  request, its progress and its answer, across entries).
+- `_ssetap`: `{"exchange", "session", "sessionKey", "transport", "clientAddr", "streamed",
+  "error"}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from datetime import UTC, datetime
+from typing import IO, Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from recorder.exporting import ExportOptions
+from recorder.exporting.redaction import RowRedaction
+from recorder.store import Capture
+from recorder.store_archive import exchange_messages, exchange_streams, table_count, table_rows
+
+CREATOR = {"name": "ssetap", "version": "1"}
+
+
+def started(t: float) -> str:
+    """HAR's startedDateTime: ISO 8601 with microseconds (exact enough to import back)."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z")
+
+
+def _ms(start: float | None, end: float | None) -> float:
+    if start is None or end is None:
+        return -1
+    return round(max(end - start, 0.0) * 1000.0, 3)
+
+
+def _headers(raw: str | None) -> list[dict[str, str]]:
+    if not raw:
+        return []
+    return [{"name": k, "value": v} for k, v in orjson.loads(raw)]
+
+
+def _content(body: bytes | None, mime: str | None, encoding: str | None) -> dict[str, Any]:
+    """HAR content: text when it decodes as UTF-8, else base64 (compression undone first)."""
+    data = body or b""
+    enc = (encoding or "").strip().lower()
+    if data and enc in ("gzip", "x-gzip", "deflate"):
+        try:
+            data = zlib.decompress(data, wbits=47 if enc != "deflate" else 15)
+        except zlib.error:
+            pass
+    out: dict[str, Any] = {"size": len(data), "mimeType": mime or ""}
+    if not data:
+        out["text"] = ""
+        return out
+    try:
+        out["text"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        out["text"] = base64.b64encode(data).decode("ascii")
+        out["encoding"] = "base64"
+    return out
+
+
+def _header_value(raw: str | None, name: str) -> str | None:
+    for header in _headers(raw):
+        if header["name"].lower() == name:
+            return header["value"]
+    return None
+
+
+def entry(capture: Capture, exchange: dict[str, Any], sessions: dict[int, dict[str, Any]],
+          redaction: RowRedaction | None) -> dict[str, Any]:
+    """One HAR entry for one exchange row."""
+    if redaction:
+        exchange = redaction.row("exchanges", exchange)
+    streams = exchange_streams(capture, exchange["id"])
+    body = exchange["response_body"]
+    events: list[dict[str, Any]] = []
+    event_index: dict[int, int] = {}
+    for stream in streams:
+        body = b"".join(c["data"] for c in capture.chunks(stream["id"]))
+        if redaction:
+            body = redaction.bytes(body)
+        for item in capture.sse_events(stream["id"]):
+            if redaction:
+                item = redaction.row("sse_events", item)
+            event_index[item["id"]] = len(events)
+            event = {"time": item["t"], "type": item["kind"], "start": item["start"],
+                     "end": item["end"]}
+            for key, column in (("event", "type"), ("id", "event_id"),
+                                ("lastEventId", "last_event_id"), ("retry", "retry"),
+                                ("data", "data")):
+                if item[column] is not None:
+                    event[key] = item[column]
+            events.append(event)
+    messages = [{"time": m["t"], "direction": m["direction"], "kind": m["kind"],
+                 "id": orjson.loads(m["rpc_id"]) if m["rpc_id"] else None, "method": m["method"],
+                 "call": m["call_id"], "sseEvent": event_index.get(m["sse_event_id"])}
+                for m in exchange_messages(capture, exchange["id"])]
+    request_body = exchange["request_body"]
+    url = exchange["url"]
+    request: dict[str, Any] = {
+        "method": exchange["method"], "url": url, "httpVersion": "HTTP/1.1",
+        "headers": _headers(exchange["request_headers"]), "cookies": [],
+        "queryString": [{"name": k, "value": v}
+                        for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)],
+        "headersSize": -1, "bodySize": len(request_body) if request_body else 0,
+    }
+    if request_body:
+        content = _content(request_body, exchange["request_content_type"], None)
+        request["postData"] = {"mimeType": content["mimeType"], "text": content["text"],
+                               **({"encoding": "base64"} if "encoding" in content else {})}
+    encoding = _header_value(exchange["response_headers"], "content-encoding")
+    status = exchange["status"]
+    response = {
+        "status": status or 0, "statusText": exchange["reason"] or "",
+        "httpVersion": "HTTP/1.1" if status else "", "cookies": [],
+        "headers": _headers(exchange["response_headers"]),
+        "content": _content(body, exchange["response_content_type"], encoding),
+        "redirectURL": "", "headersSize": -1, "bodySize": len(body) if body else 0,
+    }
+    end = exchange["ended_at"]
+    session = sessions.get(exchange["session_id"]) if exchange["session_id"] else None
+    out: dict[str, Any] = {
+        "startedDateTime": started(exchange["started_at"]),
+        "time": _ms(exchange["started_at"], end) if end is not None else 0,
+        "request": request, "response": response, "cache": {},
+        "timings": {"send": 0, "wait": _ms(exchange["started_at"], exchange["response_at"]),
+                    "receive": _ms(exchange["response_at"], end)},
+        "_ssetap": {"exchange": exchange["id"], "session": exchange["session_id"],
+                    "sessionKey": session["key"] if session else None,
+                    "transport": session["transport"] if session else None,
+                    "clientAddr": exchange["client_addr"], "streamed": bool(streams),
+                    "error": exchange["error"]},
+    }
+    if streams:
+        out["_sseEvents"] = events
+    if messages:
+        out["_mcpMessages"] = messages
+    return out
+
+
+def export(capture: Capture, out: IO[bytes], options: ExportOptions) -> int:
+    """Write one HAR document; entries are encoded one at a time (the capture is not held)."""
+    redaction = RowRedaction(options.redactor) if options.redactor else None
+    sessions = {}
+    for s in table_rows(capture, "sessions", options.session_id):
+        sessions[s["id"]] = redaction.row("sessions", s) if redaction else s
+    total = table_count(capture, "exchanges", options.session_id)
+    out.write(b'{"log":{"version":"1.2","creator":' + orjson.dumps(CREATOR) + b',"pages":[],'
+              b'"entries":[')
+    count = 0
+    for exchange in table_rows(capture, "exchanges", options.session_id):
+        if count:
+            out.write(b",")
+        out.write(b"\n" + orjson.dumps(entry(capture, exchange, sessions, redaction)))
+        count += 1
+        if options.progress and count % 1000 == 0:
+            options.progress(count, total)
+    out.write(b"\n]}}\n")
+    if options.progress:
+        options.progress(count, total)
+    return count

@@ -1,0 +1,1 @@
+"""`ssetap export --format otlp` (placeholder until the span builder lands)."""

@@ -1,0 +1,86 @@
+"""Whole-table reads and writes of a capture for archives: what export and import need.
+
+Kept beside `recorder.store` (whose `Capture` and `StoreWriter` it uses) so that all SQL stays in
+store modules: the exporters and importers see dicts of one row at a time, streamed, never a
+whole table in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from recorder.store import TABLES, Capture, StoreError, iter_rows
+
+# How a table's rows are picked for one session (the rows of other sessions are left out).
+_SESSION_FILTER = {
+    "sessions": "id = ?",
+    "exchanges": "session_id = ?",
+    "streams": "session_id = ?",
+    "chunks": "stream_id IN (SELECT id FROM streams WHERE session_id = ?)",
+    "sse_events": "session_id = ?",
+    "messages": "session_id = ?",
+    "calls": "session_id = ?",
+    "flags": "session_id = ?",
+}
+
+
+def table_rows(capture: Capture, table: str, session_id: int | None = None,
+               ) -> Iterator[dict[str, Any]]:
+    """Every row of `table` in id order (only one session's with `session_id`)."""
+    if table not in TABLES:
+        raise StoreError(f"no table {table!r}")
+    sql = f"SELECT * FROM {table}"
+    params: list[Any] = []
+    if session_id is not None:
+        sql += f" WHERE {_SESSION_FILTER[table]}"
+        params.append(session_id)
+    try:
+        yield from iter_rows(capture.db, sql + " ORDER BY id", params)
+    except Exception as exc:  # sqlite3 errors, without importing sqlite3 here
+        raise StoreError(f"reading the capture failed: {exc}") from None
+
+
+def table_count(capture: Capture, table: str, session_id: int | None = None) -> int:
+    """How many rows `table_rows` yields (for progress)."""
+    sql = f"SELECT count(*) AS n FROM {table}"
+    params: list[Any] = []
+    if session_id is not None:
+        sql += f" WHERE {_SESSION_FILTER[table]}"
+        params.append(session_id)
+    return int(next(iter_rows(capture.db, sql, params))["n"])
+
+
+def meta_rows(capture: Capture) -> list[tuple[str, str]]:
+    """The meta table as (key, value) pairs, in key order."""
+    return sorted(capture.meta().items())
+
+
+def exchange_streams(capture: Capture, exchange_id: int) -> list[dict[str, Any]]:
+    return list(iter_rows(capture.db, "SELECT * FROM streams WHERE exchange_id = ? ORDER BY id",
+                          (exchange_id,)))
+
+
+def exchange_messages(capture: Capture, exchange_id: int) -> list[dict[str, Any]]:
+    """Messages carried by one exchange (its body or its stream), in order."""
+    return list(iter_rows(capture.db, "SELECT id, t, direction, kind, rpc_id, method, "
+                          "sse_event_id, call_id FROM messages WHERE exchange_id = ? ORDER BY id",
+                          (exchange_id,)))
+
+
+def messages_by_id(capture: Capture, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Messages by id (a call's request and response), in one query."""
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    return {r["id"]: r for r in iter_rows(capture.db, f"SELECT * FROM messages WHERE id IN "
+                                                      f"({marks})", ids)}
+
+
+def stream_items(capture: Capture, stream_id: int, kinds: tuple[str, ...]
+                 ) -> list[dict[str, Any]]:
+    """A stream's SSE items of some kinds (comments, events), in order, data cut to 200."""
+    marks = ",".join("?" * len(kinds))
+    return list(iter_rows(capture.db, f"SELECT id, t, kind, type, substr(data, 1, 200) AS data, "
+                          f"event_id FROM sse_events WHERE stream_id = ? AND kind IN ({marks}) "
+                          "ORDER BY id", (stream_id, *kinds)))
