@@ -5,6 +5,7 @@ headers after `timings.wait`, the body, the end after `time`), fed through the r
 How exact the times are depends on the writer:
 - ssetap's own HAR carries `_sseEvents` with each event's time and byte offsets: the body is
   cut into one chunk per event, at the event's time, so SSE events and messages keep their times.
+- ssetap's `_mcpMessages` time a JSON answer's body (its last byte).
 - Other HARs hold the body whole: it arrives as one chunk at the response's end, so every SSE
   event of a stream is timed at its end (heartbeat gaps and stream timing are lost).
 HAR times have millisecond precision (microseconds when ssetap wrote them). A HAR carries no
@@ -109,7 +110,12 @@ def entry_events(entry: dict[str, Any], flow_id: str, where: str
             events.append((t_end, order, ("c", flow_id, t_end, body[position:])))
             order += 1
     elif body:
-        events.append((t_end, order, ("c", flow_id, t_end, body)))
+        # ssetap's `_mcpMessages` remember when a JSON answer's last byte came; else the end.
+        answered = [m["time"] for m in entry.get("_mcpMessages") or ()
+                    if isinstance(m, dict) and m.get("direction") == "s2c"
+                    and isinstance(m.get("time"), (int, float))]
+        t_body = float(max(answered)) if answered else t_end
+        events.append((t_body, order, ("c", flow_id, t_body, body)))
         order += 1
     error = own.get("error")
     if error:
