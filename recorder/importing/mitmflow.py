@@ -22,10 +22,15 @@ from recorder.ingest import RawEvent
 
 
 def sniff(head: bytes) -> bool:
-    # A tnetstring of a flow's state: `<length>:{` ... with a `type` key naming the flow type.
-    length, sep, rest = head.partition(b":")
-    return bool(sep) and length.isdigit() and len(length) < 12 and rest.startswith(
-        b"4:type") or (bool(sep) and length.isdigit() and b"4:type;" in head[:200])
+    # A flow file is a sequence of tnetstrings, each a dict (`<length>:<items>}`) of a flow's
+    # state, which names its `type` and state `version`.
+    length, sep, _ = head.partition(b":")
+    if not sep or not length.isdigit() or len(length) > 12:
+        return False
+    end = len(length) + 1 + int(length)
+    if end < len(head):
+        return head[end:end + 1] == b"}"
+    return b"4:type;" in head and b"7:version;" in head
 
 
 def flow_events(flow: Any, order: int) -> list[tuple[float, int, RawEvent]]:
