@@ -1,0 +1,113 @@
+"""OTLP/JSON export of real recordings: names, kinds, attributes, parentage, events, metrics."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from recorder import otel
+from recorder.cli import main as ssetap
+from recorder.store import Capture
+from tests.recorder.exporting.conftest import TRANSPORTS
+
+
+def value(v: dict) -> object:
+    (kind, inner), = v.items()
+    return int(inner) if kind == "intValue" else inner
+
+
+def attrs(items: list[dict]) -> dict[str, object]:
+    return {a["key"]: value(a["value"]) for a in items}
+
+
+def c_err(span: dict) -> str:
+    return str(attrs(span["attributes"]).get("error.type", ""))
+
+
+def export_lines(db, tmp_path) -> list[dict]:
+    out = tmp_path / "capture.otlp.jsonl"
+    assert ssetap(["export", str(db), "--format", "otlp", "-o", str(out)]) == 0
+    return [orjson.loads(line) for line in out.read_bytes().splitlines()]
+
+
+@pytest.mark.parametrize("name", list(TRANSPORTS))
+def test_otlp_spans_follow_the_mcp_conventions(recorded, name, tmp_path):
+    db = recorded(name)
+    lines = export_lines(db, tmp_path)
+    traces = [line for line in lines if "resourceSpans" in line]
+    metrics = [line for line in lines if "resourceMetrics" in line]
+    assert len(metrics) == 1
+    spans = [s for t in traces for rs in t["resourceSpans"] for ss in rs["scopeSpans"]
+             for s in ss["spans"]]
+    with Capture(db) as capture:
+        (session,) = capture.sessions()
+        calls = capture.calls(session["id"])
+        streams = capture.streams(session["id"])
+    sessions = [s for s in spans if s["name"] == "mcp.session"]
+    stream_spans = [s for s in spans if s["name"].startswith("mcp.sse_stream ")]
+    call_spans = [s for s in spans if s not in sessions and s not in stream_spans]
+    assert len(sessions) == 1 and len(stream_spans) == len(streams)
+    assert len(call_spans) == len(calls)
+    root = sessions[0]
+    assert "parentSpanId" not in root
+    names = {s["name"] for s in call_spans}
+    assert {"initialize", "tools/list", "tools/call echo", "tools/call add",
+            "tools/call countdown", "tools/call slow", "tools/call fail",
+            "resources/read"} <= names, names
+    for span in call_spans:
+        a = attrs(span["attributes"])
+        assert span["kind"] == otel.KIND_CLIENT
+        assert span["traceId"] == root["traceId"] and span["parentSpanId"] == root["spanId"]
+        assert span["name"].split(" ")[0] == a["mcp.method.name"]
+        assert a["network.transport"] == "tcp" and a["server.address"] == "127.0.0.1"
+        assert isinstance(a["server.port"], int)
+        if a["mcp.method.name"] == "tools/call":
+            assert a["gen_ai.operation.name"] == "execute_tool"
+            assert span["name"] == f"tools/call {a['gen_ai.tool.name']}"
+        # ERROR exactly when error.type is set, described by the error's message.
+        assert (span["status"]["code"] == otel.STATUS_ERROR) == ("error.type" in a)
+        assert int(span["endTimeUnixNano"]) >= int(span["startTimeUnixNano"])
+    by_name = {s["name"]: s for s in call_spans}
+    assert attrs(by_name["tools/call fail"]["attributes"])["error.type"] == "tool_error"
+    rpc_errors = [s for s in call_spans if c_err(s).lstrip("-").isdigit()]
+    assert {s["name"] for s in rpc_errors} >= {"resources/read"}
+    assert len(rpc_errors) == len([c for c in calls if c["outcome"] == "error"])
+    assert all(s["status"]["message"] for s in rpc_errors)
+    slow = by_name["tools/call slow"]
+    assert int(slow["endTimeUnixNano"]) - int(slow["startTimeUnixNano"]) >= 500_000_000
+    assert attrs(root["attributes"])["mcp.protocol.version"] == "2025-11-25"
+    # The pseudonymised session id (every one of these transports has a session).
+    assert attrs(root["attributes"])["mcp.session.id"] == session["key"].partition(":")[2]
+    # Heartbeats are events of the stream that carried them.
+    beats = sum(len([e for e in s["events"] if e["name"] == "sse.heartbeat"])
+                for s in stream_spans)
+    assert beats == min(sum(s["comments"] for s in streams), beats)
+    if name == "legacy-sse":
+        assert beats >= 2
+    # The histogram: one count per answered call, in seconds.
+    (metric,) = metrics[0]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+    assert metric["name"] == "mcp.client.operation.duration" and metric["unit"] == "s"
+    points = metric["histogram"]["dataPoints"]
+    assert sum(int(p["count"]) for p in points) == len([c for c in calls if c["answered_at"]])
+    for p in points:
+        assert sum(int(c) for c in p["bucketCounts"]) == int(p["count"])
+
+
+def test_trace_parent_comes_from_params_meta():
+    session = otel.SessionFacts(id=1, key="sid:abc", transport="streamable-http",
+                                server="http://127.0.0.1:9", started_at=100.0)
+    request = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "echo", "_meta": {"traceparent":
+                                  "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}}
+    call = otel.CallFacts(call_id=7, direction="c2s", rpc_id="3", method="tools/call",
+                          sent_at=101.0, answered_at=101.5, outcome="result", request=request,
+                          response={"jsonrpc": "2.0", "id": 3, "result": {"content": []}})
+    span = otel.call_span(call, session)
+    assert span.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert span.parent_span_id == "b7ad6b7169203331"
+    assert span.name == "tools/call echo" and span.status_code == otel.STATUS_UNSET
+    assert dict(span.attributes)["mcp.session.id"] == "abc"
+    # A malformed or all-zero traceparent is ignored: the session is the parent.
+    for bad in ("00-00000000000000000000000000000000-b7ad6b7169203331-01", "garbage"):
+        request["params"]["_meta"]["traceparent"] = bad
+        assert otel.call_span(call, session).parent_span_id == otel.session_span_id(session)
