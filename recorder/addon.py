@@ -47,8 +47,11 @@ def _client_addr(flow: http.HTTPFlow) -> str:
 class WorkerLink:
     """Ships batches of raw events to a `recorder.worker` process over its stdin."""
 
-    def __init__(self, db: str, raw: bool, config: str) -> None:
+    def __init__(self, db: str, raw: bool, config: str, otlp: str = "") -> None:
         env = dict(os.environ)
+        env.pop("SSETAP_OTLP", None)
+        if otlp:
+            env["SSETAP_OTLP"] = otlp  # recorder.otlp_push.ENV_VAR: not in argv (auth headers)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         # -P: do not put the current directory first on sys.path, or a `recorder` package in
@@ -114,9 +117,11 @@ class Recorder:
                           "Store secrets (Authorization, cookies, session ids) unredacted.")
         loader.add_option("ssetap_checks", str, "{}",
                           "JSON options for ssetap's live stream-health checks.")
+        loader.add_option("ssetap_otlp", str, "",
+                          "JSON options of the live OTLP push (recorder.otlp_push.PushOptions).")
 
     def configure(self, updated: set[str]) -> None:
-        if not ({"ssetap_db", "ssetap_raw", "ssetap_checks"} & updated):
+        if not ({"ssetap_db", "ssetap_raw", "ssetap_checks", "ssetap_otlp"} & updated):
             return
         db = ctx.options.ssetap_db
         if not db:
@@ -130,7 +135,8 @@ class Recorder:
             return
         self.stop()
         self._db = db
-        self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks)
+        self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks,
+                               ctx.options.ssetap_otlp)
         self._append = self.link.queue.append
 
     def stop(self) -> None:

@@ -30,6 +30,7 @@ class ProxyConfig:
     raw: bool = False
     checks: str = "{}"
     quiet: bool = False
+    otlp: str = ""  # recorder.otlp_push.PushOptions as JSON, "" for no live push
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -119,7 +120,8 @@ async def _run(config: ProxyConfig) -> int:
     # Lazy connections: a dead upstream then answers the client's request with a 502 (which
     # is recorded as a failed exchange) instead of dropping the client's connection.
     settings: dict[str, Any] = {"ssetap_db": config.db, "ssetap_raw": config.raw,
-                                "ssetap_checks": config.checks, "connection_strategy": "lazy"}
+                                "ssetap_checks": config.checks, "ssetap_otlp": config.otlp,
+                                "connection_strategy": "lazy"}
     master.options.update(**settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

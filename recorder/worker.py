@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from recorder import otlp_push
 from recorder.ingest import Ingest, Observation, Observer
 from recorder.live import observers_for
 from recorder.redact import Redactor, new_key
@@ -72,6 +73,9 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
     redactor = Redactor(None if raw else load_key(db))
     writer.set_meta("redaction", "off (raw capture)" if raw else "hmac-sha256 pseudonyms")
     observers = observers_factory(writer) if observers_factory else []
+    otlp = otlp_push.from_environment()  # ssetap record --otlp-endpoint
+    if otlp is not None:
+        observers.append(otlp.observe)
     ingest = Ingest(writer, redactor, observers)
     reader = FrameReader()
     stopping = False
@@ -107,6 +111,8 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
                 last_tick = now
     finally:
         ingest.close(time.time())
+        if otlp is not None:
+            otlp.close(time.time(), writer)
         writer.close()
     return 0
 

@@ -30,6 +30,11 @@ def register(sub: Any) -> None:
     p.add_argument("--check-config", metavar="FILE", help="JSON file of thresholds for the live "
                    "checks (the same as `ssetap check --config`)")
     p.add_argument("--quiet", action="store_true", help="only print errors")
+    p.add_argument("--otlp-endpoint", metavar="URL", help="also push spans live over OTLP/HTTP "
+                   "(protobuf) to this OpenTelemetry backend, e.g. http://127.0.0.1:4318 "
+                   "(POSTs to URL/v1/traces); batched, never blocks recording")
+    p.add_argument("--otlp-header", metavar="NAME=VALUE", action="append", default=[],
+                   help="a header for the OTLP backend (e.g. its auth); repeatable")
     p.set_defaults(func=run)
 
 
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             upstream = None
         config = ProxyConfig(db=args.db, listen_host=host, listen_port=port, mode=args.mode,
                              upstream=upstream, raw=args.raw, checks=_checks_json(args),
-                             quiet=args.quiet)
+                             quiet=args.quiet, otlp=_otlp_json(args))
         _check_writable(args.db)
         code = run_proxy(config)
     except ProxyError as exc:
@@ -77,6 +82,29 @@ def _checks_options(args: argparse.Namespace) -> str:
     return orjson.dumps({k: v for k, v in options.items() if v is not None}).decode()
 
 
+def _otlp_json(args: argparse.Namespace) -> str:
+    """The live push's options, checked before the proxy starts ("" when not asked for)."""
+    from urllib.parse import urlsplit
+
+    from recorder.otlp_push import PushOptions, parse_header
+
+    endpoint = getattr(args, "otlp_endpoint", None)
+    headers = getattr(args, "otlp_header", None) or []
+    if not endpoint:
+        if headers:
+            raise UsageError("--otlp-header needs --otlp-endpoint")
+        return ""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--otlp-endpoint needs an http(s) URL like http://127.0.0.1:4318, "
+                         f"got {endpoint!r}")
+    try:
+        pairs = tuple(parse_header(h) for h in headers)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return PushOptions(endpoint=endpoint, headers=pairs).to_json()
+
+
 def _check_writable(db: str) -> None:
     from pathlib import Path
 
@@ -97,8 +125,16 @@ def _summarise(db: str) -> None:
     try:
         with Capture(db) as capture:
             counts = capture.counts()
+            meta = capture.meta()
     except StoreError:
         return
     print(f"ssetap: recorded {counts['sessions']} sessions, {counts['exchanges']} HTTP exchanges, "
           f"{counts['messages']} messages, {counts['sse_events']} SSE events and comments "
           f"into {db}", file=sys.stderr)
+    pushed = meta.get("otlp_push")
+    if pushed:
+        from recorder.otlp_push import counts_line
+
+        line = counts_line(pushed)
+        if line:
+            print(f"ssetap: {line}", file=sys.stderr)

@@ -57,10 +57,10 @@ def _text(holder: Any) -> bytes | None:
         return None
     if holder.get("encoding") == "base64":
         try:
-            return base64.b64decode(holder["text"])
+            return base64.b64decode(str(holder["text"]))
         except ValueError:
             return None
-    return holder["text"].encode("utf-8")
+    return str(holder["text"]).encode("utf-8")
 
 
 def entry_events(entry: dict[str, Any], flow_id: str, where: str
@@ -71,14 +71,16 @@ def entry_events(entry: dict[str, Any], flow_id: str, where: str
     if not isinstance(request, dict) or "url" not in request or "method" not in request:
         raise FormatError(f"{where}: an entry without a request method and url")
     t0 = _time(entry.get("startedDateTime"), where)
-    timings = entry.get("timings") if isinstance(entry.get("timings"), dict) else {}
-    pre = sum(_ms(timings.get(k)) for k in ("blocked", "dns", "connect", "send"))
+    found = entry.get("timings")
+    timings: dict[str, Any] = found if isinstance(found, dict) else {}
+    pre = sum((_ms(timings.get(k)) for k in ("blocked", "dns", "connect", "send")), 0.0)
     t_headers = t0 + pre + _ms(timings.get("wait"))
     total = entry.get("time")
     t_end = t0 + _ms(total) if isinstance(total, (int, float)) and total > 0 else \
         t_headers + _ms(timings.get("receive"))
     t_end = max(t_end, t_headers)
-    own = entry.get("_ssetap") if isinstance(entry.get("_ssetap"), dict) else {}
+    found = entry.get("_ssetap")
+    own: dict[str, Any] = found if isinstance(found, dict) else {}
     client = str(own.get("clientAddr") or "")
     events: list[tuple[float, int, RawEvent]] = [
         (t0, 0, ("q", flow_id, t0, str(request["method"]), str(request["url"]),

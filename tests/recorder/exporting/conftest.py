@@ -26,6 +26,11 @@ TRANSPORTS = {
 
 def record_session(db: Path, name: str, *record_args: str) -> Path:
     """Record the demo client's scripted session over one transport into `db`."""
+    return record_session_output(db, name, *record_args)[0]
+
+
+def record_session_output(db: Path, name: str, *record_args: str) -> tuple[Path, str]:
+    """`record_session`, also returning what `ssetap record` printed."""
     transport, options, path = TRANSPORTS[name]
     server = start_server(transport, ping_interval=0.2, **options)  # type: ignore[arg-type]
     try:
@@ -38,7 +43,7 @@ def record_session(db: Path, name: str, *record_args: str) -> Path:
             assert rec.stop() == 0, rec.output
     finally:
         server.stop()
-    return db
+    return db, rec.output
 
 
 @pytest.fixture(scope="session")
