@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
 
 from recorder.cli import main as ssetap
@@ -87,3 +88,24 @@ def test_damaged_flow_file_is_one_line(chain, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "cut.db").exists()
+
+
+def test_imported_capture_replays_against_a_live_server(chain, tmp_path, capsys, request):
+    """`ssetap replay` takes an imported capture like a recorded one."""
+    _, flows, _ = chain
+    db = tmp_path / "c.db"
+    assert ssetap(["import", str(flows), "--db", str(db)]) == 0
+    options = CASES[request.node.callspec.params["chain"]]
+    server = start_server("streamable-http", ping_interval=0.2, **options)
+    try:
+        capsys.readouterr()
+        code = ssetap(["replay", str(db), "--target", server.url + "/mcp", "--json", "--quiet"])
+        report = orjson.loads(capsys.readouterr().out)
+    finally:
+        server.stop()
+    assert code == 0 and report["ok"], report
+    with Capture(db) as capture:
+        recorded_calls = sum(len(capture.calls(s["id"])) for s in capture.sessions())
+    assert report["summary"]["calls"] == recorded_calls
+    assert report["summary"]["match"] + report["summary"].get("slow", 0) == \
+        report["summary"]["calls"]
