@@ -21,6 +21,7 @@ TRANSPORTS = {
     "legacy-sse": ("sse", {}, "/sse"),
     "streamable-sse": ("streamable-http", {}, "/mcp"),
     "streamable-json": ("streamable-http", {"json_response": True}, "/mcp"),
+    "streamable-stateless": ("streamable-http", {"stateless": True}, "/mcp"),
 }
 
 

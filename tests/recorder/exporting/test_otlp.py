@@ -76,8 +76,11 @@ def test_otlp_spans_follow_the_mcp_conventions(recorded, name, tmp_path):
     slow = by_name["tools/call slow"]
     assert int(slow["endTimeUnixNano"]) - int(slow["startTimeUnixNano"]) >= 500_000_000
     assert attrs(root["attributes"])["mcp.protocol.version"] == "2025-11-25"
-    # The pseudonymised session id (every one of these transports has a session).
-    assert attrs(root["attributes"])["mcp.session.id"] == session["key"].partition(":")[2]
+    # The pseudonymised session id; sessionless (stateless) traffic has none.
+    if name == "streamable-stateless":
+        assert "mcp.session.id" not in attrs(root["attributes"])
+    else:
+        assert attrs(root["attributes"])["mcp.session.id"] == session["key"].partition(":")[2]
     # Heartbeats are events of the stream that carried them.
     beats = sum(len([e for e in s["events"] if e["name"] == "sse.heartbeat"])
                 for s in stream_spans)
