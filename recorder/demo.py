@@ -78,11 +78,16 @@ def record_demo(db: Path, transports: list[str], *, quiet: bool = False,
     # The SDK server logs a traceback when a client closes its GET stream (a known quirk of
     # mcp 1.x, harmless); the demo's console is for the demo.
     logging.getLogger("mcp.server.streamable_http").setLevel(logging.CRITICAL)
+    # SDK v2 logs a traceback for every tool that raises; the demo's `fail` tool does on purpose.
+    logging.getLogger("mcp.server").setLevel(logging.CRITICAL)
 
     def say(text: str) -> None:
         if not quiet:
             print(text, file=sys.stderr, flush=True)
 
+    from recorder import sdk
+
+    say(f"ssetap demo: using {sdk.describe()}")
     for transport in transports:
         server = start_server(transport, ping_interval=ping_interval,  # type: ignore[arg-type]
                               json_response=json_response, stateless=stateless)

@@ -1,4 +1,10 @@
-"""Scripted MCP client (official Python SDK v1) that exercises each message shape of the demo."""
+"""Scripted MCP client on the installed official SDK that exercises each message shape of the demo.
+
+On SDK v1 it drives a `ClientSession` over `sse_client` / `streamable_http_client` and calls
+`initialize`; on v2 it uses `mcp.Client`, which speaks the 2026-07-28 revision to a v2 server
+(`server/discover`, no session) and falls back to `initialize` on an older one. The scenario is
+the same: both clients share the method names it calls (`recorder.sdk` says which is installed).
+"""
 
 from __future__ import annotations
 
@@ -11,23 +17,19 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from mcp import ClientSession, McpError, types
+from mcp import ClientSession, types
 from mcp.client.sse import sse_client
-from mcp.shared.message import SessionMessage
-from pydantic import AnyUrl
+
+from recorder import sdk
 
 try:
     from mcp.client.streamable_http import streamable_http_client
 except ImportError:  # mcp < 1.24 only has the (now deprecated) streamablehttp_client
-    from mcp.client.streamable_http import (  # type: ignore[assignment]
+    from mcp.client.streamable_http import (  # type: ignore[assignment,attr-defined,unused-ignore]
         streamablehttp_client as streamable_http_client,
     )
 
 Transport = Literal["sse", "streamable-http"]
-
-ReadStream = MemoryObjectReceiveStream[SessionMessage | Exception]
-WriteStream = MemoryObjectSendStream[SessionMessage]
 
 # Upper bound per request so a broken server or proxy fails the script instead of hanging it.
 REQUEST_TIMEOUT = timedelta(seconds=15)
@@ -37,17 +39,39 @@ MISSING_RESOURCE = "demo://missing"
 
 
 @contextlib.asynccontextmanager
-async def _open_transport(
-    url: str, transport: Transport
-) -> AsyncIterator[tuple[ReadStream, WriteStream]]:
+async def _connect_v1(url: str, transport: Transport, on_log: Any) -> AsyncIterator[Any]:
+    """A v1 `ClientSession`, initialized; yields (session, initialize result)."""
     if transport == "sse":
-        async with sse_client(url) as (read, write):
-            yield read, write
-    elif transport == "streamable-http":
-        async with streamable_http_client(url) as (read, write, _get_session_id):
-            yield read, write
+        opened: Any = sse_client(url)
     else:
+        opened = streamable_http_client(url)
+    async with opened as streams:
+        read, write = streams[0], streams[1]
+        async with ClientSession(read, write, read_timeout_seconds=REQUEST_TIMEOUT,
+                                 logging_callback=on_log) as session:
+            init = await session.initialize()
+            yield session, init.serverInfo.name, str(init.protocolVersion)
+
+
+@contextlib.asynccontextmanager
+async def _connect_v2(url: str, transport: Transport, on_log: Any) -> AsyncIterator[Any]:
+    """A v2 `mcp.Client` (2026-07-28 against a v2 server); yields (client, name, version)."""
+    from mcp import Client  # type: ignore[attr-defined,unused-ignore]
+
+    target: Any = sse_client(url) if transport == "sse" else url
+    # log_level opts in to notifications/message on 2026-07-28 connections (SEP-2577).
+    async with Client(target, read_timeout_seconds=REQUEST_TIMEOUT.total_seconds(),
+                      logging_callback=on_log, log_level="info") as client:
+        info = client.server_info
+        yield client, info.name if info else "?", str(client.protocol_version)
+
+
+def connect(url: str, transport: Transport, on_log: Any = None) -> Any:
+    """An async context manager yielding (client, server name, protocol version) on the
+    installed SDK: an initialized v1 `ClientSession`, or a v2 `mcp.Client`."""
+    if transport not in ("sse", "streamable-http"):
         raise ValueError(f"unknown transport {transport!r}")
+    return (_connect_v2 if sdk.generation() >= 2 else _connect_v1)(url, transport, on_log)
 
 
 def _text(content: Sequence[types.ContentBlock]) -> str:
@@ -79,21 +103,18 @@ async def run_script(
         logs.append(str(params.data))
         log(f"  server log [{params.level}] {params.data}")
 
-    async with (
-        _open_transport(url, transport) as (read, write),
-        ClientSession(
-            read,
-            write,
-            read_timeout_seconds=REQUEST_TIMEOUT,
-            logging_callback=on_log,
-        ) as session,
-    ):
-        init = await session.initialize()
-        summary["server_name"] = init.serverInfo.name
-        summary["protocol_version"] = str(init.protocolVersion)
-        log(
-            f"initialized {init.serverInfo.name} (protocol {init.protocolVersion}) over {transport}"
-        )
+    rpc_error_type = sdk.error_class()
+    # v1 types resource URIs as pydantic AnyUrl, v2 as plain strings.
+    uri: Callable[[str], Any] = str
+    if sdk.generation() < 2:
+        from pydantic import AnyUrl
+
+        uri = AnyUrl
+    summary["sdk"] = sdk.describe()
+    async with connect(url, transport, on_log) as (session, server_name, protocol_version):
+        summary["server_name"] = server_name
+        summary["protocol_version"] = protocol_version
+        log(f"initialized {server_name} (protocol {protocol_version}) over {transport}")
 
         async def step(name: str, action: Callable[[], Any]) -> None:
             # One failing step must not stop the rest of the scenario.
@@ -109,6 +130,10 @@ async def run_script(
             log(f"tools: {', '.join(summary['tools'])}")
 
         async def ping() -> None:
+            if not sdk.has_ping(protocol_version):
+                summary["ping"] = f"not in revision {protocol_version}"
+                log(f"ping: skipped (removed in revision {protocol_version})")
+                return
             await session.send_ping()
             summary["ping"] = True
 
@@ -138,10 +163,11 @@ async def run_script(
 
         async def fail() -> None:
             result = await session.call_tool("fail", {"message": "deliberate failure"})
-            summary["fail"] = {"is_error": result.isError, "text": _text(result.content)}
-            log(f"fail -> isError={result.isError} {summary['fail']['text']!r} (expected)")
+            failed = sdk.is_error_result(result)
+            summary["fail"] = {"is_error": failed, "text": _text(result.content)}
+            log(f"fail -> isError={failed} {summary['fail']['text']!r} (expected)")
 
-        def rpc_error(label: str, exc: McpError) -> dict[str, Any]:
+        def rpc_error(label: str, exc: Any) -> dict[str, Any]:
             log(f"{label} -> JSON-RPC error {exc.error.code} {exc.error.message!r} (expected)")
             return {"code": exc.error.code, "message": exc.error.message}
 
@@ -149,17 +175,18 @@ async def run_script(
             # SDK v1 answers an unknown tool with an isError result, not a JSON-RPC error.
             try:
                 result = await session.call_tool(UNKNOWN_TOOL, {})
-            except McpError as exc:
+            except rpc_error_type as exc:
                 summary["unknown_tool"] = {"jsonrpc_error": rpc_error(UNKNOWN_TOOL, exc)}
             else:
                 text = _text(result.content)
-                summary["unknown_tool"] = {"is_error": result.isError, "text": text}
-                log(f"{UNKNOWN_TOOL} -> isError={result.isError} {text!r} (expected)")
+                failed = sdk.is_error_result(result)
+                summary["unknown_tool"] = {"is_error": failed, "text": text}
+                log(f"{UNKNOWN_TOOL} -> isError={failed} {text!r} (expected)")
 
         async def missing_resource() -> None:
             try:
-                await session.read_resource(AnyUrl(MISSING_RESOURCE))
-            except McpError as exc:
+                await session.read_resource(uri(MISSING_RESOURCE))
+            except rpc_error_type as exc:
                 summary["missing_resource"] = rpc_error(f"read {MISSING_RESOURCE}", exc)
             else:
                 summary["errors"].append(f"missing_resource: {MISSING_RESOURCE} was readable")
@@ -171,13 +198,13 @@ async def run_script(
                     types.PromptReference(type="ref/prompt", name="greet"),
                     {"name": "name", "value": "A"},
                 )
-            except McpError as exc:
+            except rpc_error_type as exc:
                 summary["method_not_found"] = rpc_error("completion/complete", exc)
             else:
                 summary["errors"].append("method_not_found: completion/complete succeeded")
 
         async def read_resource() -> None:
-            result = await session.read_resource(AnyUrl("demo://readme"))
+            result = await session.read_resource(uri("demo://readme"))
             summary["resource"] = "".join(
                 part.text
                 for part in result.contents

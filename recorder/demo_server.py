@@ -1,4 +1,9 @@
-"""Demo MCP server (official Python SDK v1, FastMCP) served by uvicorn on loopback for ssetap."""
+"""Demo MCP server on the installed official Python SDK (v1 FastMCP or v2 MCPServer), on loopback.
+
+The two generations share the decorator API (`tool`, `resource`, `prompt`) and the `Context`
+methods the demo uses, so one definition of the tools serves both; `recorder.sdk` says which
+generation is installed, and only the construction of the server and its ASGI apps differs.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,27 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import anyio
-from mcp.server.fastmcp import Context, FastMCP
 from sse_starlette.sse import EventSourceResponse
 from starlette.types import ASGIApp
 
+from recorder import sdk
 from recorder.asgi_thread import AppServer, AppServerError
+
+# The SDK resolves tool annotations (the injected `Context`) in this module's globals, so the
+# generation's Context class must be bound here under that name.
+if sdk.generation() >= 2:
+    from mcp.server.mcpserver import (  # type: ignore[import-not-found,unused-ignore]
+        Context,
+        MCPServer,
+    )
+else:
+    from mcp.server.fastmcp import (  # type: ignore[no-redef,attr-defined,unused-ignore]
+        Context,
+        FastMCP,
+    )
 
 Transport = Literal["sse", "streamable-http"]
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
@@ -31,8 +49,11 @@ _DEFAULT_ALLOWED = ("127.0.0.1", "localhost", "::1")
 _SHUTDOWN_GRACE = 1  # uvicorn types this as int seconds
 
 
-def build_server(*, json_response: bool = False, stateless: bool = False) -> FastMCP:
-    """Build the demo FastMCP server.
+def build_server(*, json_response: bool = False, stateless: bool = False) -> Any:
+    """Build the demo server (FastMCP on SDK v1, MCPServer on v2).
+
+    `json_response` and `stateless` are FastMCP constructor options in v1; in v2 they are options
+    of `streamable_http_app`, which `start_server` passes.
 
     Error shapes (SDK v1.x), which matter to a recorder:
     - `fail` raises inside a tool: the client gets a normal JSON-RPC *result* with `isError: true`.
@@ -48,14 +69,14 @@ def build_server(*, json_response: bool = False, stateless: bool = False) -> Fas
     root = logging.getLogger()
     placeholder = logging.NullHandler()
     root.addHandler(placeholder)
+    instructions = "Demo server for ssetap: echo, add, countdown, slow, fail, hang."
     try:
-        # host stays at its 127.0.0.1 default so FastMCP turns on DNS-rebinding protection.
-        mcp = FastMCP(
-            "ssetap-demo",
-            instructions="Demo server for ssetap: echo, add, countdown, slow, fail, hang.",
-            json_response=json_response,
-            stateless_http=stateless,
-        )
+        if sdk.generation() >= 2:
+            mcp = MCPServer("ssetap-demo", instructions=instructions)
+        else:
+            # host stays at its 127.0.0.1 default so FastMCP turns on DNS-rebinding protection.
+            mcp = FastMCP("ssetap-demo", instructions=instructions,
+                          json_response=json_response, stateless_http=stateless)
     finally:
         root.removeHandler(placeholder)
 
@@ -71,7 +92,7 @@ def build_server(*, json_response: bool = False, stateless: bool = False) -> Fas
 
     @mcp.tool()
     async def countdown(  # FastMCP injects ctx by its annotation
-        ctx: Context,  # type: ignore[type-arg]
+        ctx: Context,  # type: ignore[type-arg,unused-ignore]
         n: int = 5,
         delay: float = 0.1,
     ) -> str:
@@ -160,6 +181,37 @@ def _check_loopback(host: str) -> None:
         raise ValueError(f"demo server binds loopback only; {host!r} is not a loopback address")
 
 
+def _apps_v1(mcp: Any, transport: Transport, *, host: str, json_response: bool,
+             stateless: bool) -> ASGIApp:
+    security = mcp.settings.transport_security
+    if security is not None and host not in _DEFAULT_ALLOWED:
+        # Another loopback address (127.0.0.2...) keeps protection on but must accept its own Host.
+        security.allowed_hosts.append(f"{host}:*")
+        security.allowed_origins.append(f"http://{host}:*")
+    app: ASGIApp = mcp.sse_app() if transport == "sse" else mcp.streamable_http_app()
+    return app
+
+
+def _apps_v2(mcp: Any, transport: Transport, *, host: str, json_response: bool,
+             stateless: bool) -> ASGIApp:
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    # The same DNS-rebinding protection v2 turns on by itself for 127.0.0.1, extended to the
+    # loopback address actually bound (127.0.0.2...).
+    hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    if host not in _DEFAULT_ALLOWED:
+        hosts.append(f"{host}:*")
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+        allowed_origins=[f"http://{h}" for h in hosts])
+    if transport == "sse":
+        app: ASGIApp = mcp.sse_app(transport_security=security)
+    else:
+        app = mcp.streamable_http_app(json_response=json_response, stateless_http=stateless,
+                                      transport_security=security)
+    return app
+
+
 class ServerHandle(AppServer):
     """A demo server running under uvicorn in a background thread with its own event loop."""
 
@@ -204,14 +256,10 @@ def start_server(
         )
 
     mcp = build_server(json_response=json_response, stateless=stateless)
-    security = mcp.settings.transport_security
-    if security is not None and host not in _DEFAULT_ALLOWED:
-        # Another loopback address (127.0.0.2...) keeps protection on but must accept its own Host.
-        security.allowed_hosts.append(f"{host}:*")
-        security.allowed_origins.append(f"http://{host}:*")
-    # Each FastMCP builds one StreamableHTTPSessionManager, whose run() works only once: hence a
+    # Each server builds one StreamableHTTPSessionManager, whose run() works only once: hence a
     # fresh server per start.
-    app: ASGIApp = mcp.sse_app() if transport == "sse" else mcp.streamable_http_app()
+    app: ASGIApp = (_apps_v2 if sdk.generation() >= 2 else _apps_v1)(
+        mcp, transport, host=host, json_response=json_response, stateless=stateless)
 
     handle = ServerHandle(app, transport=transport, host=host, port=port,
                           ping_interval=ping_interval)

@@ -1397,7 +1397,9 @@ class HealthMonitor:
         if stream is not None and method == "ping":
             self._heartbeat(stream, t)
         if direction == C2S:
-            if method == "initialize":
+            # 2026-07-28 has no handshake: `server/discover` (or nothing) starts a session, and
+            # a v2 client over legacy SSE sends it on the new endpoint instead of initialize.
+            if method in ("initialize", "server/discover"):
                 session.initialized = True
                 self._reinitialized[session.client] = t
                 if ex is not None:

@@ -43,6 +43,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         host, port = parse_listen(args.listen)
+        from recorder.compat import refuse_exposed_listen
+
+        refusal = refuse_exposed_listen(host)
+        if refusal:
+            raise UsageError(refusal)
         if args.mode == "reverse":
             if not args.upstream:
                 raise UsageError("--upstream is required in reverse mode (or use --mode regular)")

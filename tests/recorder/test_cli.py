@@ -132,3 +132,13 @@ def test_bad_check_options_fail_before_the_proxy_starts(capsys, tmp_path):
                  "--db", str(tmp_path / "c.db"), "--check-config", str(tmp_path / "none.json")]) == 2
     assert "cannot read" in one_line_error(capsys)
     assert not (tmp_path / "c.db").exists()
+
+
+def test_version() -> None:
+    from recorder.cli import package_version
+
+    out = subprocess.run([sys.executable, "-m", "recorder.cli", "--version"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"ssetap {package_version()}"
+    assert package_version()[0].isdigit()

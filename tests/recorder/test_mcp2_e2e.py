@@ -1,14 +1,13 @@
 """mcp>=2 (2026-07-28: `server/discover`, no sessions) recorded through the real recorder.
 
-mcp 2 cannot share a virtualenv with mitmproxy 11 on Python 3.11, so its server and client run
-from another interpreter: $SSETAP_MCP2_PYTHON, or the venv `.ci/run` provisions at
-~/.cache/ssetap/mcp2-venv.
+On Python 3.12+ mcp 2 shares the venv with ssetap and runs from this interpreter; on 3.11 it
+cannot share one with mitmproxy 11, so it runs from another: $SSETAP_MCP2_PYTHON, or the venv
+`.ci/run` provisions at ~/.cache/ssetap/mcp2-venv (see tests/sdk_peers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Any
 import pytest
 
 from tests.recorder.capture_query import q
+from tests.sdk_peers import GENERATION, V1_ONLY, mcp2_python
 
 PEER = Path(__file__).parent / "peers" / "mcp2_peer.py"
-DEFAULT = Path.home() / ".cache" / "ssetap" / "mcp2-venv" / "bin" / "python"
-PYTHON = os.environ.get("SSETAP_MCP2_PYTHON") or (str(DEFAULT) if DEFAULT.exists() else "")
+PYTHON = mcp2_python()
 
 pytestmark = pytest.mark.skipif(
     not PYTHON, reason="no interpreter with mcp>=2 (set SSETAP_MCP2_PYTHON or run .ci/run)")
@@ -67,6 +66,7 @@ def test_2026_client_and_server_group_into_one_sessionless_session(record, mcp2_
     assert methods  # the 2026 headers are kept as they came
 
 
+@pytest.mark.skipif(GENERATION >= 2, reason=V1_ONLY)
 @pytest.mark.parametrize(("transport", "path"), [("streamable-http", "/mcp"), ("sse", "/sse")])
 def test_v1_client_against_v2_server(record, mcp2_server, transport, path):
     from mcp import ClientSession

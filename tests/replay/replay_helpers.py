@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp import ClientSession, types
+from recording_helpers import LENIENT, ROOT, record_capture
+
+from tests.sdk_peers import require_v1
+
+require_v1()  # the servers and clients below use v1's FastMCP and ClientSession sampling API
+
+from mcp import ClientSession, McpError, types
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.fastmcp import Context, FastMCP
@@ -32,13 +32,11 @@ from mcp.shared.context import RequestContext
 from recorder.demo_server import build_server
 from replay.mock import AppServer
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["LENIENT", "ROOT", "McpError", "record_capture"]  # re-exported for the tests that import them here
+
 TRANSPORTS = ("sse", "streamable-http")
 PING_INTERVAL = 0.25
-# Tests that are not about latency allow for a loaded machine (the default is 2x+250ms).
-LENIENT = "2x+1s"
 AUTH = "Bearer recorded-secret-token-123"
-_LISTENING = re.compile(r"listening on (http://\S+?)(?: |;|$)")
 
 
 # --- Servers ----------------------------------------------------------------------------------
@@ -197,49 +195,6 @@ async def run_scenario(url: str, transport: str, *, headers: dict[str, str] | No
         # Let a heartbeat or two land on the session stream before closing.
         await asyncio.sleep(linger)
     return out
-
-
-# --- Recording --------------------------------------------------------------------------------
-
-
-def record_capture(db: Path, upstream: str, drive: Callable[[str], Any],
-                   timeout: float = 30.0) -> None:
-    """Run `ssetap record` in front of `upstream`, call `drive(proxy_url)`, stop it cleanly."""
-    cmd = [sys.executable, "-m", "recorder.cli", "record", "--upstream", upstream,
-           "--listen", "127.0.0.1:0", "--db", str(db), "--quiet"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=env, cwd=ROOT)
-    lines: list[str] = []
-    ready = threading.Event()
-    found: list[str] = []
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            match = _LISTENING.search(line)
-            if match and not found:
-                found.append(match.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        if not ready.wait(timeout) or not found:
-            raise RuntimeError(f"ssetap record did not start: {''.join(lines)}")
-        drive(found[0])
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-    if code != 0:
-        raise RuntimeError(f"ssetap record exited {code}: {''.join(lines)}")
 
 
 @dataclass

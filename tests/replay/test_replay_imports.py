@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ALLOWED_RECORDER = {"recorder.model", "recorder.sse", "recorder.jsonrpc", "recorder.store", "recorder.asgi_thread",
+ALLOWED_RECORDER = {"recorder.model", "recorder.sse", "recorder.jsonrpc", "recorder.store", "recorder.asgi_thread", "recorder.usage",
                     "recorder.listen"}
 
 

@@ -6,22 +6,21 @@ like tests/recorder/test_mcp2_e2e.py, whose peer script this reuses.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from replay_helpers import LENIENT, ROOT, record_capture
+from recording_helpers import LENIENT, ROOT, record_capture
 
 from replay.engine import ReplayOptions, replay_async
 from replay.mock import serve_capture
 from replay.plan import FAST
 from replay.verdict import parse_latency_limit
+from tests.sdk_peers import mcp2_python
 
 PEER = ROOT / "tests" / "recorder" / "peers" / "mcp2_peer.py"
-DEFAULT = Path.home() / ".cache" / "ssetap" / "mcp2-venv" / "bin" / "python"
-PYTHON = os.environ.get("SSETAP_MCP2_PYTHON") or (str(DEFAULT) if DEFAULT.exists() else "")
+PYTHON = mcp2_python()
 
 pytestmark = pytest.mark.skipif(
     not PYTHON, reason="no interpreter with mcp>=2 (set SSETAP_MCP2_PYTHON or run .ci/run)")

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mcp import McpError
-from replay_helpers import ROOT, Capture, open_client, run_scenario, text_of
+from replay_helpers import ROOT, Capture, McpError, open_client, run_scenario, text_of
 
 from replay.catalog import PROGRESS, build_catalog
 from replay.mock import MockServer

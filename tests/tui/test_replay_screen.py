@@ -12,6 +12,7 @@ import pytest
 from textual.widgets import Checkbox, DataTable, Input, Static
 
 from recorder.demo_server import ServerHandle, start_server
+from tests.sdk_peers import GENERATION
 from tui.app import create_app, help_sections
 from tui.replay_launcher import ReplayScreenLauncher
 from tui.screens.replay import ReplayScreen
@@ -20,6 +21,10 @@ from tui.screens.session import SessionScreen
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerHandle]:
+    if GENERATION >= 2:
+        # A v1 capture replayed against a v2 server differs by design (protocol version,
+        # error codes, result fields): these tests replay the SDK v1 sample captures.
+        pytest.skip("the sample captures are SDK v1 recordings; this venv serves SDK v2")
     handle = start_server("streamable-http")
     try:
         yield handle
