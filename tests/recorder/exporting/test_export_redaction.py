@@ -12,10 +12,11 @@ from tests.recorder.exporting.conftest import record_session
 @pytest.fixture(scope="module")
 def raw_capture(tmp_path_factory):
     db = tmp_path_factory.mktemp("raw") / "raw.db"
-    record_session(db, "streamable-sse", "--raw")
+    # Legacy SSE: its session id (in the endpoint URL) exists in both SDK generations.
+    record_session(db, "legacy-sse", "--raw")
     with Capture(db) as capture:
         (session,) = capture.sessions()
-    secret = session["key"].partition(":")[2]  # the real Mcp-Session-Id, stored raw
+    secret = session["key"].partition(":")[2]  # the real session id, stored raw
     assert len(secret) >= 16
     return db, secret
 

@@ -9,6 +9,7 @@ from recorder import otel
 from recorder.cli import main as ssetap
 from recorder.store import Capture
 from tests.recorder.exporting.conftest import TRANSPORTS
+from tests.sdk_peers import DEMO_PROTOCOL, FIRST_METHOD
 
 
 def value(v: dict) -> object:
@@ -51,7 +52,7 @@ def test_otlp_spans_follow_the_mcp_conventions(recorded, name, tmp_path):
     root = sessions[0]
     assert "parentSpanId" not in root
     names = {s["name"] for s in call_spans}
-    assert {"initialize", "tools/list", "tools/call echo", "tools/call add",
+    assert {FIRST_METHOD, "tools/list", "tools/call echo", "tools/call add",
             "tools/call countdown", "tools/call slow", "tools/call fail",
             "resources/read"} <= names, names
     for span in call_spans:
@@ -75,12 +76,14 @@ def test_otlp_spans_follow_the_mcp_conventions(recorded, name, tmp_path):
     assert all(s["status"]["message"] for s in rpc_errors)
     slow = by_name["tools/call slow"]
     assert int(slow["endTimeUnixNano"]) - int(slow["startTimeUnixNano"]) >= 500_000_000
-    assert attrs(root["attributes"])["mcp.protocol.version"] == "2025-11-25"
-    # The pseudonymised session id; sessionless (stateless) traffic has none.
-    if name == "streamable-stateless":
-        assert "mcp.session.id" not in attrs(root["attributes"])
+    assert attrs(root["attributes"])["mcp.protocol.version"] == DEMO_PROTOCOL
+    # The pseudonymised session id; sessionless traffic (stateless servers, 2026-07-28) has none.
+    prefix, _, session_id = session["key"].partition(":")
+    if prefix in ("sid", "legacy"):
+        assert attrs(root["attributes"])["mcp.session.id"] == session_id
     else:
-        assert attrs(root["attributes"])["mcp.session.id"] == session["key"].partition(":")[2]
+        assert "mcp.session.id" not in attrs(root["attributes"])
+    assert (name == "streamable-stateless") <= (prefix == "anon")
     # Heartbeats are events of the stream that carried them.
     beats = sum(len([e for e in s["events"] if e["name"] == "sse.heartbeat"])
                 for s in stream_spans)

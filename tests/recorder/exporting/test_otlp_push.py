@@ -12,6 +12,7 @@ from recorder.otlp_push import OtlpPusher, PushOptions
 from recorder.store import Capture
 from tests.recorder.exporting.conftest import record_session_output
 from tests.recorder.exporting.otlp_receiver import Receiver
+from tests.sdk_peers import FIRST_METHOD
 
 
 def capture_text(db) -> str:
@@ -107,7 +108,7 @@ def test_live_recording_pushes_spans(receiver, tmp_path, capfd, name):
     spans = [s for _, s in r.spans()]
     names = [s.name for s in spans]
     assert names.count("mcp.session") == 1
-    assert {"initialize", "tools/call echo", "tools/call slow", "tools/call fail"} <= set(names)
+    assert {FIRST_METHOD, "tools/call echo", "tools/call slow", "tools/call fail"} <= set(names)
     with Capture(db) as capture:
         (session,) = capture.sessions()
         calls = capture.calls(session["id"])

@@ -22,6 +22,7 @@ from recorder.cli import main as ssetap
 from recorder.store import Capture
 from tests.recorder.exporting.conftest import record_session_output
 from tests.recorder.exporting.phoenix import ENV_VAR, Phoenix
+from tests.sdk_peers import FIRST_METHOD
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +59,14 @@ def check_session_in_backend(spans: list[dict[str, Any]], db: Path) -> None:
     assert len(call_spans) == len(calls)
     assert all(s["parent_id"] == root["context"]["span_id"] for s in mine if s is not root)
     names = {s["name"] for s in call_spans}
-    assert {"initialize", "tools/list", "tools/call echo", "tools/call slow",
+    assert {FIRST_METHOD, "tools/list", "tools/call echo", "tools/call slow",
             "tools/call fail", "resources/read"} <= names, names
     echo = next(s for s in call_spans if s["name"] == "tools/call echo")
     flat = flatten(echo["attributes"])
     assert flat["mcp.method.name"] == "tools/call"
     assert flat["gen_ai.tool.name"] == "echo" and flat["gen_ai.operation.name"] == "execute_tool"
-    assert flat["mcp.session.id"] == session["key"].partition(":")[2]
+    prefix, _, session_id = session["key"].partition(":")
+    assert flat.get("mcp.session.id") == (session_id if prefix in ("sid", "legacy") else None)
     assert flat["server.address"] == "127.0.0.1"
     fail = next(s for s in call_spans if s["name"] == "tools/call fail")
     assert fail["status_code"] == "ERROR" and flatten(fail["attributes"])["error.type"] == \
