@@ -28,22 +28,28 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-class _Progress:
-    """Progress on stderr for big captures: at most one line a second, only after 2 s."""
+class Progress:
+    """Progress on stderr for big captures: nothing for a quick export, then at most one line
+    a second, and the final count once lines were shown."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, *, out: IO[str] | None = None, after: float = 2.0,
+                 every: float = 1.0, clock: Any = time.monotonic) -> None:
         self.label = label
-        self.started = time.monotonic()
+        self.out = out
+        self.after, self.every, self.clock = after, every, clock
+        self.started = clock()
         self.last = self.started
         self.shown = False
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
+        now = self.clock()
         final = done >= total
-        if (now - self.started < 2 or now - self.last < 1) and not (final and self.shown):
+        due = now - self.started >= self.after and now - self.last >= self.every
+        if not due and not (final and self.shown):
             return
         self.last, self.shown = now, True
-        print(f"ssetap: export {self.label}: {done}/{total} rows", file=sys.stderr, flush=True)
+        print(f"ssetap: export {self.label}: {done}/{total}", file=self.out or sys.stderr,
+              flush=True)
 
 
 def open_private(path: str) -> IO[bytes]:
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
             redactor = Redactor(load_key(Path(args.db)))
         options = ExportOptions(session_id=session_id, redactor=redactor,
-                                progress=None if args.quiet else _Progress(args.format))
+                                progress=None if args.quiet else Progress(args.format))
         module = exporter(args.format)
         if args.output:
             out = open_private(args.output)

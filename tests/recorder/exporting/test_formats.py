@@ -45,3 +45,28 @@ def test_the_commands_offer_exactly_the_table():
 def test_sniffing(head, name):
     found = formats.sniff(head)
     assert (found.name if found else None) == name
+
+
+def test_export_progress_only_for_long_exports():
+    import io
+
+    from recorder.commands.export import Progress
+
+    now = [0.0]
+    out = io.StringIO()
+    progress = Progress("jsonl", out=out, clock=lambda: now[0])
+    progress(10_000, 50_000)  # quick: nothing
+    now[0] = 2.5
+    progress(20_000, 50_000)
+    now[0] = 2.7
+    progress(30_000, 50_000)  # within a second of the last line: nothing
+    now[0] = 3.6
+    progress(40_000, 50_000)
+    progress(50_000, 50_000)  # the end, once lines were shown
+    assert out.getvalue().splitlines() == ["ssetap: export jsonl: 20000/50000",
+                                           "ssetap: export jsonl: 40000/50000",
+                                           "ssetap: export jsonl: 50000/50000"]
+    quick = io.StringIO()
+    fast = Progress("har", out=quick, clock=lambda: 0.0)
+    fast(5, 5)
+    assert quick.getvalue() == ""
