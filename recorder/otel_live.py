@@ -36,11 +36,16 @@ class _Call:
     progress: int = 0
 
 
+# Findings kept per session or stream for their span (a flood of flags must not grow memory).
+MAX_FINDINGS = 1000
+
+
 @dataclass(slots=True)
 class _Stream:
     row: dict[str, Any]
     session_id: int | None
     heartbeats: list[float] = field(default_factory=list)
+    findings: list[otel.Finding] = field(default_factory=list)
     comments: int = 0
     events: int = 0
 
@@ -63,7 +68,20 @@ class LiveSpans:
         self.sessions: dict[int, otel.SessionFacts] = {}
         self.calls: OrderedDict[int, _Call] = OrderedDict()
         self.streams: dict[int, _Stream] = {}
+        self.session_findings: dict[int, list[otel.Finding]] = {}
         self.now = 0.0
+
+    def flag(self, row: dict[str, Any]) -> None:
+        """A flag the live checks raised: an event of its stream's span, or its session's."""
+        finding = otel.flag_finding(row)
+        stream = self.streams.get(row["stream_id"]) if row.get("stream_id") else None
+        if stream is not None:
+            if len(stream.findings) < MAX_FINDINGS:
+                stream.findings.append(finding)
+        elif row.get("session_id") is not None:
+            found = self.session_findings.setdefault(row["session_id"], [])
+            if len(found) < MAX_FINDINGS:
+                found.append(finding)
 
     def __call__(self, observation: Observation) -> None:
         kind, row = observation.kind, observation.row
@@ -154,7 +172,7 @@ class LiveSpans:
             close_reason=row.get("close_reason"), events=stream.events,
             comments=stream.comments, bytes=int(row.get("bytes") or 0),
             max_gap_ms=row.get("max_gap_ms"), heartbeats=tuple(stream.heartbeats))
-        self.emit(otel.stream_span(facts, session, end=self.now))
+        self.emit(otel.stream_span(facts, session, stream.findings, end=self.now))
 
     def close(self, t: float) -> None:
         """End of recording: unanswered calls, open streams and every session are sent."""
@@ -167,4 +185,5 @@ class LiveSpans:
                                        "close_reason": "recorder-stop"})
         self.streams.clear()
         for session in self.sessions.values():
-            self.emit(otel.session_span(session, end=self.now))
+            self.emit(otel.session_span(session, self.session_findings.get(session.id, ()),
+                                        end=self.now))

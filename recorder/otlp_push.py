@@ -254,6 +254,10 @@ class LivePush:
         self.spans = LiveSpans(self.pusher.submit)
         self.observe = self.spans
 
+    def tee(self, writer: Any) -> FlagTee:
+        """`writer`, with the flags written through it also given to the spans."""
+        return FlagTee(writer, self.spans.flag)
+
     def close(self, t: float, writer: Any) -> PushCounts:
         """Finish the open spans, push them, and store the counts in the capture's meta."""
         self.spans.close(t)
@@ -261,6 +265,22 @@ class LivePush:
         writer.set_meta(META_KEY, orjson.dumps({"endpoint": self.options.endpoint,
                                                 **asdict(counts)}).decode())
         return counts
+
+
+class FlagTee:
+    """A store writer's stand-in that passes everything on and copies `flags` rows out."""
+
+    def __init__(self, writer: Any, on_flag: Any) -> None:
+        self._writer = writer
+        self._on_flag = on_flag
+
+    def insert(self, table: str, row: dict[str, Any]) -> None:
+        self._writer.insert(table, row)
+        if table == "flags":
+            self._on_flag(row)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
 
 
 def from_environment(environ: Mapping[str, str] = os.environ) -> LivePush | None:

@@ -72,8 +72,10 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
     writer = StoreWriter(db)
     redactor = Redactor(None if raw else load_key(db))
     writer.set_meta("redaction", "off (raw capture)" if raw else "hmac-sha256 pseudonyms")
-    observers = observers_factory(writer) if observers_factory else []
     otlp = otlp_push.from_environment()  # ssetap record --otlp-endpoint
+    # The live checks write their flags through `otlp.tee`, so flags become span events too.
+    sink = otlp.tee(writer) if otlp is not None else writer
+    observers = observers_factory(sink) if observers_factory else []  # type: ignore[arg-type]
     if otlp is not None:
         observers.append(otlp.observe)
     ingest = Ingest(writer, redactor, observers)

@@ -103,8 +103,11 @@ def test_a_stalled_backend_drops_and_counts_instead_of_blocking(receiver):
 @pytest.mark.parametrize("name", ["legacy-sse", "streamable-sse"])
 def test_live_recording_pushes_spans(receiver, tmp_path, capfd, name):
     r = receiver()
+    # Live flags (slow(0.5 s) outlives a 0.25 s request timeout on v1; error responses) are
+    # pushed as span events.
     db, output = record_session_output(tmp_path / "live.db", name, "--otlp-endpoint", r.url,
-                                       "--otlp-header", "X-Api-Key=s3cret")
+                                       "--otlp-header", "X-Api-Key=s3cret",
+                                       "--request-timeout", "0.25s")
     spans = [s for _, s in r.spans()]
     names = [s.name for s in spans]
     assert names.count("mcp.session") == 1
@@ -127,6 +130,13 @@ def test_live_recording_pushes_spans(receiver, tmp_path, capfd, name):
     # The console summary says it too; the header's value is in neither.
     assert f"otlp push to {r.url}: {len(spans)} spans sent, 0 dropped, 0 failed" in output
     assert "s3cret" not in output and "s3cret" not in capture_text(db)
+    flagged = [(s.name, {a.key: a.value.string_value for a in e.attributes})
+               for s in spans for e in s.events if e.name == "ssetap.flag"]
+    with Capture(db) as capture:
+        live_flags = [f for f in capture.flags() if f["source"] == "live"]
+    assert live_flags and len(flagged) == len(live_flags)
+    assert sorted(a["ssetap.flag.kind"] for _, a in flagged) == \
+        sorted(f["kind"] for f in live_flags)
     if name == "legacy-sse":
         get = next(s for s in spans if s.name == "mcp.sse_stream legacy")
         assert len([e for e in get.events if e.name == "sse.heartbeat"]) >= 2
