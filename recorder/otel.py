@@ -343,6 +343,18 @@ def flag_finding(row: Mapping[str, Any]) -> Finding:
     return Finding("ssetap.flag", float(row["t"]), tuple(attributes), row.get("stream_id"))
 
 
+def gap_finding(row: Mapping[str, Any]) -> Finding:
+    """A `capture_gaps` row (what the recorder could not keep) as a span event at its start."""
+    attributes: list[tuple[str, Any]] = [("ssetap.gap.reason", str(row["reason"])),
+                                         ("ssetap.gap.bytes", int(row.get("bytes") or 0)),
+                                         ("ssetap.gap.chunks", int(row.get("chunks") or 0)),
+                                         ("ssetap.gap.ended_at", float(row["ended_at"]))]
+    if row.get("events") is not None:
+        attributes.append(("ssetap.gap.events", int(row["events"])))
+    return Finding("ssetap.capture_gap", float(row["started_at"]), tuple(attributes),
+                   row.get("stream_id"))
+
+
 def duration_of(call: CallFacts) -> float | None:
     if call.answered_at is None:
         return None

@@ -22,7 +22,15 @@ _SESSION_FILTER = {
     "messages": "session_id = ?",
     "calls": "session_id = ?",
     "flags": "session_id = ?",
+    "capture_gaps": "session_id = ?",  # schema v2 (recording under pressure)
 }
+
+
+def has_table(capture: Capture, table: str) -> bool:
+    """Whether the capture has `table` (older schemas lack the newer tables)."""
+    found = iter_rows(capture.db, "SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND "
+                      "name = ?", (table,))
+    return next(found, None) is not None
 
 
 def table_rows(capture: Capture, table: str, session_id: int | None = None,
@@ -30,6 +38,8 @@ def table_rows(capture: Capture, table: str, session_id: int | None = None,
     """Every row of `table` in id order (only one session's with `session_id`)."""
     if table not in TABLES:
         raise StoreError(f"no table {table!r}")
+    if not has_table(capture, table):
+        return
     sql = f"SELECT * FROM {table}"
     params: list[Any] = []
     if session_id is not None:
@@ -43,6 +53,8 @@ def table_rows(capture: Capture, table: str, session_id: int | None = None,
 
 def table_count(capture: Capture, table: str, session_id: int | None = None) -> int:
     """How many rows `table_rows` yields (for progress)."""
+    if not has_table(capture, table):
+        return 0
     sql = f"SELECT count(*) AS n FROM {table}"
     params: list[Any] = []
     if session_id is not None:
@@ -84,3 +96,11 @@ def stream_items(capture: Capture, stream_id: int, kinds: tuple[str, ...]
     return list(iter_rows(capture.db, f"SELECT id, t, kind, type, substr(data, 1, 200) AS data, "
                           f"event_id FROM sse_events WHERE stream_id = ? AND kind IN ({marks}) "
                           "ORDER BY id", (stream_id, *kinds)))
+
+
+def capture_gaps(capture: Capture, session_id: int) -> list[dict[str, Any]]:
+    """What the recording could not keep, of one session, in time order ([] before schema v2)."""
+    if not has_table(capture, "capture_gaps"):
+        return []
+    return list(iter_rows(capture.db, "SELECT * FROM capture_gaps WHERE session_id = ? "
+                          "ORDER BY started_at, id", (session_id,)))

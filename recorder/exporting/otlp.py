@@ -17,7 +17,13 @@ from recorder import otel
 from recorder.exporting import ExportOptions
 from recorder.exporting.redaction import RowRedaction
 from recorder.store import Capture
-from recorder.store_archive import messages_by_id, stream_items, table_count, table_rows
+from recorder.store_archive import (
+    capture_gaps,
+    messages_by_id,
+    stream_items,
+    table_count,
+    table_rows,
+)
 
 SCOPE = {"name": "ssetap", "version": "1"}
 
@@ -119,6 +125,7 @@ def session_spans(capture: Capture, session_row: dict[str, Any],
     """Every span of one stored session; answered calls also go into `histogram`."""
     session = otel.SessionFacts.from_row(session_row)
     findings = [otel.flag_finding(f) for f in capture.flags(session.id)]
+    findings += [otel.gap_finding(g) for g in capture_gaps(capture, session.id)]
     spans = [otel.session_span(session, [f for f in findings if f.stream_id is None])]
     for stream in capture.streams(session.id):
         spans.append(otel.stream_span(stream_facts(capture, stream), session,

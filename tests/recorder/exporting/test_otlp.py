@@ -117,3 +117,19 @@ def test_trace_parent_comes_from_params_meta():
     for bad in ("00-00000000000000000000000000000000-b7ad6b7169203331-01", "garbage"):
         request["params"]["_meta"]["traceparent"] = bad
         assert otel.call_span(call, session).parent_span_id == otel.session_span_id(session)
+
+
+def test_capture_gaps_become_span_events_of_their_stream():
+    session = otel.SessionFacts(id=1, key="sid:abc", transport="sse",
+                                server="http://127.0.0.1:9", started_at=100.0)
+    stream = otel.StreamFacts(id=4, role="legacy", method="GET", opened_at=100.0,
+                              closed_at=110.0, close_reason="end", heartbeats=(101.0, 102.0))
+    gap = otel.gap_finding({"reason": "backlog-full", "bytes": 4096, "chunks": 3, "events": 7,
+                            "started_at": 103.0, "ended_at": 104.5, "stream_id": 4})
+    span = otel.stream_span(stream, session, [gap])
+    assert [e.name for e in span.events] == ["sse.heartbeat", "sse.heartbeat",
+                                             "ssetap.capture_gap"]
+    attributes = dict(span.events[-1].attributes)
+    assert attributes["ssetap.gap.reason"] == "backlog-full"
+    assert attributes["ssetap.gap.events"] == 7 and attributes["ssetap.gap.bytes"] == 4096
+    assert span.parent_span_id == otel.session_span_id(session)
