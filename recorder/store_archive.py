@@ -73,11 +73,18 @@ def exchange_streams(capture: Capture, exchange_id: int) -> list[dict[str, Any]]
                           (exchange_id,)))
 
 
-def exchange_messages(capture: Capture, exchange_id: int) -> list[dict[str, Any]]:
-    """Messages carried by one exchange (its body or its stream), in order."""
-    return list(iter_rows(capture.db, "SELECT id, t, direction, kind, rpc_id, method, "
-                          "sse_event_id, call_id FROM messages WHERE exchange_id = ? ORDER BY id",
-                          (exchange_id,)))
+def messages_by_exchange(capture: Capture, session_id: int | None = None
+                         ) -> Iterator[dict[str, Any]]:
+    """Every message's links, ordered by (exchange_id, id): one pass that an exporter walks
+    beside the exchanges (messages have no index on exchange_id, so a query per exchange would
+    scan the table once per exchange)."""
+    sql = ("SELECT id, exchange_id, t, direction, kind, rpc_id, method, sse_event_id, call_id "
+           "FROM messages")
+    params: list[Any] = []
+    if session_id is not None:
+        sql += " WHERE session_id = ?"
+        params.append(session_id)
+    yield from iter_rows(capture.db, sql + " ORDER BY exchange_id, id", params)
 
 
 def messages_by_id(capture: Capture, ids: list[int]) -> dict[int, dict[str, Any]]:

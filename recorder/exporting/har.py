@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import zlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -27,7 +28,12 @@ import orjson
 from recorder.exporting import ExportOptions
 from recorder.exporting.redaction import RowRedaction
 from recorder.store import Capture
-from recorder.store_archive import exchange_messages, exchange_streams, table_count, table_rows
+from recorder.store_archive import (
+    exchange_streams,
+    messages_by_exchange,
+    table_count,
+    table_rows,
+)
 
 CREATOR = {"name": "ssetap", "version": "1"}
 
@@ -78,8 +84,24 @@ def _header_value(raw: str | None, name: str) -> str | None:
     return None
 
 
+class _MessagesOf:
+    """Walks `messages_by_exchange` beside the exchanges (both in ascending exchange id)."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]]) -> None:
+        self._rows = rows
+        self._next = next(rows, None)
+
+    def take(self, exchange_id: int) -> list[dict[str, Any]]:
+        out = []
+        while self._next is not None and (self._next["exchange_id"] or 0) <= exchange_id:
+            if self._next["exchange_id"] == exchange_id:
+                out.append(self._next)
+            self._next = next(self._rows, None)
+        return out
+
+
 def entry(capture: Capture, exchange: dict[str, Any], sessions: dict[int, dict[str, Any]],
-          redaction: RowRedaction | None) -> dict[str, Any]:
+          redaction: RowRedaction | None, carried: list[dict[str, Any]]) -> dict[str, Any]:
     """One HAR entry for one exchange row."""
     if redaction:
         exchange = redaction.row("exchanges", exchange)
@@ -106,7 +128,7 @@ def entry(capture: Capture, exchange: dict[str, Any], sessions: dict[int, dict[s
     messages = [{"time": m["t"], "direction": m["direction"], "kind": m["kind"],
                  "id": orjson.loads(m["rpc_id"]) if m["rpc_id"] else None, "method": m["method"],
                  "call": m["call_id"], "sseEvent": event_index.get(m["sse_event_id"])}
-                for m in exchange_messages(capture, exchange["id"])]
+                for m in carried]
     request_body = exchange["request_body"]
     url = exchange["url"]
     request: dict[str, Any] = {
@@ -160,10 +182,12 @@ def export(capture: Capture, out: IO[bytes], options: ExportOptions) -> int:
     out.write(b'{"log":{"version":"1.2","creator":' + orjson.dumps(CREATOR) + b',"pages":[],'
               b'"entries":[')
     count = 0
+    carried = _MessagesOf(messages_by_exchange(capture, options.session_id))
     for exchange in table_rows(capture, "exchanges", options.session_id):
         if count:
             out.write(b",")
-        out.write(b"\n" + orjson.dumps(entry(capture, exchange, sessions, redaction)))
+        out.write(b"\n" + orjson.dumps(entry(capture, exchange, sessions, redaction,
+                                              carried.take(exchange["id"]))))
         count += 1
         if options.progress and count % 1000 == 0:
             options.progress(count, total)
