@@ -109,3 +109,22 @@ def test_imported_capture_replays_against_a_live_server(chain, tmp_path, capsys,
     assert report["summary"]["calls"] == recorded_calls
     assert report["summary"]["match"] + report["summary"].get("slow", 0) == \
         report["summary"]["calls"]
+
+
+def test_imported_capture_serves_as_a_mock(chain, tmp_path):
+    """`ssetap serve`'s mock answers the SDK's client from an imported flow file."""
+    from replay.catalog import build_catalog
+    from replay.mock import MockServer
+    from replay.plan import Timing
+    from replay.recording import load_recordings
+
+    _, flows, _ = chain
+    db = tmp_path / "c.db"
+    assert ssetap(["import", str(flows), "--db", str(db)]) == 0
+    mock = MockServer(build_catalog(load_recordings(db, with_streams=True)),
+                      timing=Timing(None)).start()
+    try:
+        summary = asyncio.run(run_script(mock.mcp_url, "streamable-http", log=lambda _: None))
+    finally:
+        mock.stop()
+    assert not summary["errors"], summary["errors"]
