@@ -13,6 +13,7 @@ import of a flow file loads it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,20 @@ from recorder.formats import BY_NAME, FormatError
 from recorder.importing import ImportSummary, ingest_events
 from recorder.ingest import RawEvent
 
+_FIRST_KEY = re.compile(rb"^\d{1,4}:[A-Za-z_]+;")
+
 
 def sniff(head: bytes) -> bool:
     # A flow file is a sequence of tnetstrings, each a dict (`<length>:<items>}`) of a flow's
-    # state, which names its `type` and state `version`.
-    length, sep, _ = head.partition(b":")
+    # state whose keys are strings (`9:websocket;`). A flow bigger than the head (a large body)
+    # is recognised by its length prefix and its first key.
+    length, sep, rest = head.partition(b":")
     if not sep or not length.isdigit() or len(length) > 12:
         return False
     end = len(length) + 1 + int(length)
     if end < len(head):
-        return head[end:end + 1] == b"}"
-    return b"4:type;" in head and b"7:version;" in head
+        return head[end:end + 1] == b"}" and bool(_FIRST_KEY.match(rest))
+    return bool(_FIRST_KEY.match(rest))
 
 
 def flow_events(flow: Any, order: int) -> list[tuple[float, int, RawEvent]]:

@@ -36,7 +36,9 @@ def test_the_commands_offer_exactly_the_table():
     (b'{\n  "log": {\n    "version": "1.2",\n    "entries": []', "har"),
     (b'{"log":{"version":"1.2","creator":{"name":"ssetap"}', "har"),
     (b"14:4:type;4:http,}", "mitmproxy"),
-    (b"99:4:type;4:http,}", None),  # the length does not end at a dict
+    (b"14:4:type;4:http,]", None),  # the length does not end at a dict
+    (b"123456:9:websocket;0:~8:response;", "mitmproxy"),  # a flow bigger than the head
+    (b"12: not a key}", None),
     (b"hello world", None),
     (b'{"resourceSpans": []}', None),
     (b"", None),
