@@ -88,21 +88,30 @@ def messages_by_exchange(capture: Capture, session_id: int | None = None
 
 
 def messages_by_id(capture: Capture, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Messages by id (a call's request and response), in one query."""
-    if not ids:
-        return {}
-    marks = ",".join("?" * len(ids))
-    return {r["id"]: r for r in iter_rows(capture.db, f"SELECT * FROM messages WHERE id IN "
-                                                      f"({marks})", ids)}
+    """Messages by id (calls' requests and responses), 500 ids a query (SQLite's bound on
+    variables)."""
+    out: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        marks = ",".join("?" * len(part))
+        out.update((r["id"], r) for r in iter_rows(
+            capture.db, f"SELECT * FROM messages WHERE id IN ({marks})", part))
+    return out
 
 
-def stream_items(capture: Capture, stream_id: int, kinds: tuple[str, ...]
-                 ) -> list[dict[str, Any]]:
-    """A stream's SSE items of some kinds (comments, events), in order, data cut to 200."""
+def session_calls(capture: Capture, session_id: int) -> Iterator[dict[str, Any]]:
+    """A session's calls in id order, streamed (a session may hold millions)."""
+    yield from iter_rows(capture.db, "SELECT * FROM calls WHERE session_id = ? ORDER BY id",
+                         (session_id,))
+
+
+def stream_items(capture: Capture, stream_id: int, kinds: tuple[str, ...], *,
+                 limit: int = 1000) -> list[dict[str, Any]]:
+    """A stream's first `limit` SSE items of some kinds (comments, events), data cut to 200."""
     marks = ",".join("?" * len(kinds))
     return list(iter_rows(capture.db, f"SELECT id, t, kind, type, substr(data, 1, 200) AS data, "
                           f"event_id FROM sse_events WHERE stream_id = ? AND kind IN ({marks}) "
-                          "ORDER BY id", (stream_id, *kinds)))
+                          "ORDER BY id LIMIT ?", (stream_id, *kinds, limit)))
 
 
 def capture_gaps(capture: Capture, session_id: int) -> list[dict[str, Any]]:
@@ -111,3 +120,15 @@ def capture_gaps(capture: Capture, session_id: int) -> list[dict[str, Any]]:
         return []
     return list(iter_rows(capture.db, "SELECT * FROM capture_gaps WHERE session_id = ? "
                           "ORDER BY started_at, id", (session_id,)))
+
+
+def stream_chunks(capture: Capture, stream_id: int) -> Iterator[dict[str, Any]]:
+    """A stream's raw chunks in offset order, streamed."""
+    yield from iter_rows(capture.db, "SELECT * FROM chunks WHERE stream_id = ? "
+                         "ORDER BY offset, id", (stream_id,))
+
+
+def stream_sse_events(capture: Capture, stream_id: int) -> Iterator[dict[str, Any]]:
+    """A stream's SSE items in arrival order, streamed."""
+    yield from iter_rows(capture.db, "SELECT * FROM sse_events WHERE stream_id = ? ORDER BY id",
+                         (stream_id,))

@@ -95,8 +95,12 @@ def run(args: argparse.Namespace) -> int:
             out = open_private(args.output)
             try:
                 count = module.export(capture, out, options)
-            finally:
+            except BaseException:
+                # A cut-short export must not pass for a whole one.
                 out.close()
+                os.unlink(args.output)
+                raise
+            out.close()
         else:
             out = sys.stdout.buffer
             count = module.export(capture, out, options)

@@ -17,6 +17,9 @@ HAR reserves to names starting with `_`:
 from __future__ import annotations
 
 import base64
+import codecs
+import re
+import secrets
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -31,6 +34,8 @@ from recorder.store import Capture
 from recorder.store_archive import (
     exchange_streams,
     messages_by_exchange,
+    stream_chunks,
+    stream_sse_events,
     table_count,
     table_rows,
 )
@@ -91,44 +96,110 @@ class _MessagesOf:
         self._rows = rows
         self._next = next(rows, None)
 
-    def take(self, exchange_id: int) -> list[dict[str, Any]]:
-        out = []
+    def take(self, exchange_id: int) -> Iterator[dict[str, Any]]:
+        """The messages of one exchange, streamed; consume them before the next exchange."""
         while self._next is not None and (self._next["exchange_id"] or 0) <= exchange_id:
-            if self._next["exchange_id"] == exchange_id:
-                out.append(self._next)
+            current = self._next
             self._next = next(self._rows, None)
-        return out
+            if current["exchange_id"] == exchange_id:
+                yield current
 
 
-def entry(capture: Capture, exchange: dict[str, Any], sessions: dict[int, dict[str, Any]],
-          redaction: RowRedaction | None, carried: list[dict[str, Any]]) -> dict[str, Any]:
-    """One HAR entry for one exchange row."""
+# Stand-ins for the big parts of an entry: the entry is encoded around them and they are
+# streamed in their place, so a stream of a million events is never one object in memory.
+# A random tag per run: no recorded text can look like one.
+_TAG = secrets.token_hex(8)
+_CONTENT, _EVENTS, _MESSAGES = (f"\x00{_TAG}{name}\x00" for name in
+                                ("content", "events", "messages"))
+
+
+def _stand_in(name: str) -> bytes:
+    return orjson.dumps(name)
+
+
+def _stream_text(capture: Capture, stream_id: int, encoding: str | None,
+                 redaction: RowRedaction | None) -> Iterator[bytes]:
+    """A stream's body as it was parsed: raw chunks in order, inflated when compressed."""
+    enc = (encoding or "").strip().lower()
+    inflate = zlib.decompressobj(wbits=47 if enc != "deflate" else 15) \
+        if enc in ("gzip", "x-gzip", "deflate") else None
+    for chunk in stream_chunks(capture, stream_id):
+        data = chunk["data"]
+        if redaction:
+            data = redaction.bytes(data)
+        if inflate is not None:
+            try:
+                data = inflate.decompress(data)
+            except zlib.error:
+                inflate = None  # not what it claimed: the bytes as they are
+        if data:
+            yield data
+
+
+def _write_stream_content(out: IO[bytes], pieces: Any, mime: str | None) -> None:
+    """HAR content for a stream body, written piece by piece (two passes over the chunks:
+    the first checks it is UTF-8 and sizes it; binary bodies go base64, whole)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    size = 0
+    try:
+        for piece in pieces():
+            decoder.decode(piece)
+            size += len(piece)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        data = b"".join(pieces())
+        out.write(orjson.dumps({"size": len(data), "mimeType": mime or "",
+                                "text": base64.b64encode(data).decode("ascii"),
+                                "encoding": "base64"}))
+        return
+    out.write(b'{"size":' + str(size).encode() + b',"mimeType":' + orjson.dumps(mime or "")
+              + b',"text":"')
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    for piece in pieces():
+        text = decoder.decode(piece)
+        if text:
+            out.write(orjson.dumps(text)[1:-1])
+    out.write(b'"}')
+
+
+def _write_events(out: IO[bytes], items: Iterator[dict[str, Any]], index: dict[int, int],
+                  redaction: RowRedaction | None) -> None:
+    out.write(b"[")
+    for n, item in enumerate(items):
+        if redaction:
+            item = redaction.row("sse_events", item)
+        index[item["id"]] = n
+        event = {"time": item["t"], "type": item["kind"], "start": item["start"],
+                 "end": item["end"]}
+        for key, column in (("event", "type"), ("id", "event_id"),
+                            ("lastEventId", "last_event_id"), ("retry", "retry"),
+                            ("data", "data")):
+            if item[column] is not None:
+                event[key] = item[column]
+        out.write((b"," if n else b"") + orjson.dumps(event))
+    out.write(b"]")
+
+
+def _write_messages(out: IO[bytes], carried: Iterator[dict[str, Any]],
+                    index: dict[int, int]) -> None:
+    out.write(b"[")
+    for n, m in enumerate(carried):
+        message = {"time": m["t"], "direction": m["direction"], "kind": m["kind"],
+                   "id": orjson.loads(m["rpc_id"]) if m["rpc_id"] else None,
+                   "method": m["method"], "call": m["call_id"],
+                   "sseEvent": index.get(m["sse_event_id"])}
+        out.write((b"," if n else b"") + orjson.dumps(message))
+    out.write(b"]")
+
+
+def write_entry(out: IO[bytes], capture: Capture, exchange: dict[str, Any],
+                sessions: dict[int, dict[str, Any]], redaction: RowRedaction | None,
+                carried: Iterator[dict[str, Any]]) -> None:
+    """One HAR entry for one exchange row, streamed to `out`."""
     if redaction:
         exchange = redaction.row("exchanges", exchange)
     streams = exchange_streams(capture, exchange["id"])
-    body = exchange["response_body"]
-    events: list[dict[str, Any]] = []
-    event_index: dict[int, int] = {}
-    for stream in streams:
-        body = b"".join(c["data"] for c in capture.chunks(stream["id"]))
-        if redaction:
-            body = redaction.bytes(body)
-        for item in capture.sse_events(stream["id"]):
-            if redaction:
-                item = redaction.row("sse_events", item)
-            event_index[item["id"]] = len(events)
-            event = {"time": item["t"], "type": item["kind"], "start": item["start"],
-                     "end": item["end"]}
-            for key, column in (("event", "type"), ("id", "event_id"),
-                                ("lastEventId", "last_event_id"), ("retry", "retry"),
-                                ("data", "data")):
-                if item[column] is not None:
-                    event[key] = item[column]
-            events.append(event)
-    messages = [{"time": m["t"], "direction": m["direction"], "kind": m["kind"],
-                 "id": orjson.loads(m["rpc_id"]) if m["rpc_id"] else None, "method": m["method"],
-                 "call": m["call_id"], "sseEvent": event_index.get(m["sse_event_id"])}
-                for m in carried]
+    stream = streams[0] if streams else None  # an exchange carries at most one stream
     request_body = exchange["request_body"]
     url = exchange["url"]
     request: dict[str, Any] = {
@@ -144,16 +215,19 @@ def entry(capture: Capture, exchange: dict[str, Any], sessions: dict[int, dict[s
                                **({"encoding": "base64"} if "encoding" in content else {})}
     encoding = _header_value(exchange["response_headers"], "content-encoding")
     status = exchange["status"]
+    body = exchange["response_body"]
     response = {
         "status": status or 0, "statusText": exchange["reason"] or "",
         "httpVersion": "HTTP/1.1" if status else "", "cookies": [],
         "headers": _headers(exchange["response_headers"]),
-        "content": _content(body, exchange["response_content_type"], encoding),
-        "redirectURL": "", "headersSize": -1, "bodySize": len(body) if body else 0,
+        "content": _CONTENT if stream else _content(body, exchange["response_content_type"],
+                                                    encoding),
+        "redirectURL": "", "headersSize": -1,
+        "bodySize": int(stream["bytes"]) if stream else (len(body) if body else 0),
     }
     end = exchange["ended_at"]
     session = sessions.get(exchange["session_id"]) if exchange["session_id"] else None
-    out: dict[str, Any] = {
+    entry: dict[str, Any] = {
         "startedDateTime": started(exchange["started_at"]),
         "time": _ms(exchange["started_at"], end) if end is not None else 0,
         "request": request, "response": response, "cache": {},
@@ -162,14 +236,26 @@ def entry(capture: Capture, exchange: dict[str, Any], sessions: dict[int, dict[s
         "_ssetap": {"exchange": exchange["id"], "session": exchange["session_id"],
                     "sessionKey": session["key"] if session else None,
                     "transport": session["transport"] if session else None,
-                    "clientAddr": exchange["client_addr"], "streamed": bool(streams),
+                    "clientAddr": exchange["client_addr"], "streamed": stream is not None,
                     "error": exchange["error"]},
     }
-    if streams:
-        out["_sseEvents"] = events
-    if messages:
-        out["_mcpMessages"] = messages
-    return out
+    if stream:
+        entry["_sseEvents"] = _EVENTS
+    entry["_mcpMessages"] = _MESSAGES
+    encoded = orjson.dumps(entry)
+    index: dict[int, int] = {}
+    for part in re.split(b"(" + b"|".join(re.escape(_stand_in(n)) for n in
+                                          (_CONTENT, _EVENTS, _MESSAGES)) + b")", encoded):
+        if part == _stand_in(_CONTENT) and stream:
+            _write_stream_content(
+                out, lambda: _stream_text(capture, stream["id"], encoding, redaction),
+                exchange["response_content_type"])
+        elif part == _stand_in(_EVENTS) and stream:
+            _write_events(out, stream_sse_events(capture, stream["id"]), index, redaction)
+        elif part == _stand_in(_MESSAGES):
+            _write_messages(out, carried, index)
+        else:
+            out.write(part)
 
 
 def export(capture: Capture, out: IO[bytes], options: ExportOptions) -> int:
@@ -186,8 +272,8 @@ def export(capture: Capture, out: IO[bytes], options: ExportOptions) -> int:
     for exchange in table_rows(capture, "exchanges", options.session_id):
         if count:
             out.write(b",")
-        out.write(b"\n" + orjson.dumps(entry(capture, exchange, sessions, redaction,
-                                              carried.take(exchange["id"]))))
+        out.write(b"\n")
+        write_entry(out, capture, exchange, sessions, redaction, carried.take(exchange["id"]))
         count += 1
         if options.progress and count % 1000 == 0:
             options.progress(count, total)

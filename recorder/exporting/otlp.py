@@ -1,7 +1,7 @@
 """`ssetap export --format otlp`: OTLP/JSON lines, the OpenTelemetry file exporter's format.
 
-One line per session, an `ExportTraceServiceRequest` (`{"resourceSpans": [...]}`) with the
-session's span, its streams' spans and its calls' spans (recorder.otel says what they hold),
+Per session, lines of `ExportTraceServiceRequest` (`{"resourceSpans": [...]}`, at most
+`SPANS_PER_LINE` spans a line) with the session's span, its streams' spans and its calls' spans (recorder.otel says what they hold),
 then one `ExportMetricsServiceRequest` line (`{"resourceMetrics": [...]}`) with the
 `mcp.client.operation.duration` histogram of every answered call. Ids are hex, times are
 nanoseconds since the epoch in strings, as the OTLP JSON mapping says.
@@ -9,6 +9,7 @@ nanoseconds since the epoch in strings, as the OTLP JSON mapping says.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import IO, Any
 
 import orjson
@@ -20,12 +21,15 @@ from recorder.store import Capture
 from recorder.store_archive import (
     capture_gaps,
     messages_by_id,
+    session_calls,
     stream_items,
     table_count,
     table_rows,
 )
 
 SCOPE = {"name": "ssetap", "version": "1"}
+# A session's spans are split over lines of at most this many (a line is held in memory).
+SPANS_PER_LINE = 1000
 
 
 def nanos(t: float) -> str:
@@ -111,7 +115,8 @@ def call_facts(row: dict[str, Any], messages: dict[int, dict[str, Any]]) -> otel
 
 
 def stream_facts(capture: Capture, row: dict[str, Any]) -> otel.StreamFacts:
-    beats = tuple(i["t"] for i in stream_items(capture, row["id"], ("comment",)))
+    beats = tuple(i["t"] for i in stream_items(capture, row["id"], ("comment",),
+                                               limit=otel.MAX_HEARTBEAT_EVENTS))
     return otel.StreamFacts(
         id=row["id"], role=row["role"], method=row["method"], opened_at=row["opened_at"],
         closed_at=row["closed_at"], close_reason=row["close_reason"], events=row["events"],
@@ -121,28 +126,38 @@ def stream_facts(capture: Capture, row: dict[str, Any]) -> otel.StreamFacts:
 
 def session_spans(capture: Capture, session_row: dict[str, Any],
                   histogram: otel.DurationHistogram,
-                  redaction: RowRedaction | None = None) -> list[otel.Span]:
-    """Every span of one stored session; answered calls also go into `histogram`."""
+                  redaction: RowRedaction | None = None) -> Iterator[otel.Span]:
+    """Every span of one stored session, streamed; answered calls also go into `histogram`."""
     session = otel.SessionFacts.from_row(session_row)
     findings = [otel.flag_finding(f) for f in capture.flags(session.id)]
     findings += [otel.gap_finding(g) for g in capture_gaps(capture, session.id)]
-    spans = [otel.session_span(session, [f for f in findings if f.stream_id is None])]
+    yield otel.session_span(session, [f for f in findings if f.stream_id is None])
     for stream in capture.streams(session.id):
-        spans.append(otel.stream_span(stream_facts(capture, stream), session,
-                                      [f for f in findings if f.stream_id == stream["id"]],
-                                      end=session.ended_at))
-    calls = capture.calls(session.id)
-    ids = [i for c in calls for i in (c["request_message_id"], c["response_message_id"]) if i]
-    messages = messages_by_id(capture, ids)
-    if redaction:
-        messages = {k: redaction.row("messages", m) for k, m in messages.items()}
-    for row in calls:
-        call = call_facts(row, messages)
-        spans.append(otel.call_span(call, session, session_end=session.ended_at))
-        seconds = otel.duration_of(call)
-        if seconds is not None and call.answered_at is not None:
-            histogram.add(call.method, otel.error_type(call)[0], seconds, call.answered_at)
-    return spans
+        yield otel.stream_span(stream_facts(capture, stream), session,
+                               [f for f in findings if f.stream_id == stream["id"]],
+                               end=session.ended_at)
+    for rows in _pages(session_calls(capture, session.id), 500):
+        ids = [i for c in rows for i in (c["request_message_id"], c["response_message_id"]) if i]
+        messages = messages_by_id(capture, ids)
+        if redaction:
+            messages = {k: redaction.row("messages", m) for k, m in messages.items()}
+        for row in rows:
+            call = call_facts(row, messages)
+            seconds = otel.duration_of(call)
+            if seconds is not None and call.answered_at is not None:
+                histogram.add(call.method, otel.error_type(call)[0], seconds, call.answered_at)
+            yield otel.call_span(call, session, session_end=session.ended_at)
+
+
+def _pages(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    page: list[Any] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def export(capture: Capture, out: IO[bytes], options: ExportOptions) -> int:
@@ -154,10 +169,11 @@ def export(capture: Capture, out: IO[bytes], options: ExportOptions) -> int:
     for number, row in enumerate(table_rows(capture, "sessions", options.session_id), 1):
         if redaction:
             row = redaction.row("sessions", row)
-        session = capture.session(row["id"]) or row
-        spans = session_spans(capture, {**session, "key": row["key"]}, histogram, redaction)
-        out.write(orjson.dumps(traces_request(spans)) + b"\n")
-        count += len(spans)
+        session = {**(capture.session(row["id"]) or row), "key": row["key"]}
+        for spans in _pages(session_spans(capture, session, histogram, redaction),
+                            SPANS_PER_LINE):
+            out.write(orjson.dumps(traces_request(spans)) + b"\n")
+            count += len(spans)
         if options.progress:
             options.progress(number, total)
     if histogram.points:

@@ -3,9 +3,9 @@
 A capture recorded with `--raw` holds secrets as they came; an export of it is redacted the way
 recording would have redacted it (unless `ssetap export --raw`). Rows arrive table by table in
 `recorder.store.TABLES` order, so the secrets learned from session keys, URLs and headers are
-known before bodies, chunks, events and messages are scrubbed. Chunks are scrubbed one by one:
-a secret split across two chunks of a raw capture would be missed, so the exporters also scrub
-the joined bytes where they hold them (HAR bodies).
+known before bodies, chunks, events and messages are scrubbed. Chunks are scrubbed one by one
+(exports stream): a learned secret split across two raw chunks is missed in the chunk bytes,
+though not in the events and messages parsed from them.
 """
 
 from __future__ import annotations
