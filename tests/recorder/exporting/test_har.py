@@ -92,3 +92,20 @@ def test_har_import_rejects_damaged_files(tmp_path, capsys):
     truncated.write_bytes(b'{"log": {"version": "1.2", "entries": [')
     assert ssetap(["import", str(truncated)]) == 2
     assert "not a HAR file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("pieces", "expected"), [
+    ([b"data: caf\xc3", b"\xa9\n\n"], {"size": 13, "mimeType": "text/event-stream",
+                                       "text": "data: café\n\n"}),  # a character split in two
+    ([b"\xff\xfe", b"\x00"], {"size": 3, "mimeType": "text/event-stream", "text": "//4A",
+                              "encoding": "base64"}),
+    ([], {"size": 0, "mimeType": "text/event-stream", "text": ""}),
+])
+def test_streamed_content_is_exact_text_or_base64(pieces, expected):
+    import io
+
+    from recorder.exporting.har import _write_stream_content
+
+    out = io.BytesIO()
+    _write_stream_content(out, lambda: iter(pieces), "text/event-stream")
+    assert orjson.loads(out.getvalue()) == expected
