@@ -19,6 +19,8 @@ from recorder.importing import ImportSummary, existing_rows
 from recorder.store import SCHEMA_VERSION, TABLES, StoreWriter
 
 _HEAD = b'{"type":"header","format":"ssetap-jsonl"'
+# Rows queued for the writer before reading waits for it (memory stays bounded).
+MAX_BACKLOG = 20_000
 # Meta keys the new capture sets itself.
 _OWN_META = frozenset({"format", "schema_version"})
 
@@ -70,6 +72,8 @@ def load(path: Path, db: Path, *, raw: bool = False) -> ImportSummary:
                         raise FormatError(f"{path}:{number}: {exc}") from None
                     writer.insert(table, row)
                     counts[table] += 1
+                    if writer.backlog() > MAX_BACKLOG:
+                        writer.flush(timeout=None)  # the file reads faster than SQLite writes
                 elif kind == "end":
                     said = item.get("rows")
                     if not isinstance(said, dict) or {k: v for k, v in said.items() if v} != \
