@@ -36,6 +36,8 @@ from mitmproxy import ctx, exceptions, http
 log = logging.getLogger("ssetap")
 
 SEND_INTERVAL = 0.01
+# flow.metadata key set by an addon that answers a request itself (recorder.fault_addon).
+PROXY_ANSWERED = "ssetap_proxy_answered"
 MAX_FRAME_EVENTS = 2000
 
 
@@ -47,7 +49,8 @@ def _client_addr(flow: http.HTTPFlow) -> str:
 class WorkerLink:
     """Ships batches of raw events to a `recorder.worker` process over its stdin."""
 
-    def __init__(self, db: str, raw: bool, config: str, otlp: str = "") -> None:
+    def __init__(self, db: str, raw: bool, config: str, redact_paths: str = "",
+                 otlp: str = "") -> None:
         env = dict(os.environ)
         env.pop("SSETAP_OTLP", None)
         if otlp:
@@ -59,6 +62,8 @@ class WorkerLink:
         cmd = [sys.executable, "-P", "-m", "recorder.worker", "--db", db, "--config", config]
         if raw:
             cmd.append("--raw")
+        if redact_paths:
+            cmd += ["--redact-paths", redact_paths]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, bufsize=0)
         self.queue: deque[tuple[Any, ...]] = deque()
         self._stop = threading.Event()
@@ -117,11 +122,14 @@ class Recorder:
                           "Store secrets (Authorization, cookies, session ids) unredacted.")
         loader.add_option("ssetap_checks", str, "{}",
                           "JSON options for ssetap's live stream-health checks.")
+        loader.add_option("ssetap_redact_paths", str, "",
+                          "JSON paths of MCP messages to redact, one `[METHOD[:NAME]] PATH` a line.")
         loader.add_option("ssetap_otlp", str, "",
                           "JSON options of the live OTLP push (recorder.otlp_push.PushOptions).")
 
     def configure(self, updated: set[str]) -> None:
-        if not ({"ssetap_db", "ssetap_raw", "ssetap_checks", "ssetap_otlp"} & updated):
+        if not ({"ssetap_db", "ssetap_raw", "ssetap_checks", "ssetap_redact_paths",
+                 "ssetap_otlp"} & updated):
             return
         db = ctx.options.ssetap_db
         if not db:
@@ -136,7 +144,7 @@ class Recorder:
         self.stop()
         self._db = db
         self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks,
-                               ctx.options.ssetap_otlp)
+                               ctx.options.ssetap_redact_paths, ctx.options.ssetap_otlp)
         self._append = self.link.queue.append
 
     def stop(self) -> None:
@@ -168,12 +176,22 @@ class Recorder:
         append(("h", flow.id, time.time(), resp.status_code, resp.reason,
                 list(resp.headers.items(multi=True)), True))
 
+    def record_injection(self, flow_id: str, t: float, injection: bytes) -> None:
+        """A change `--fault` (recorder.fault_addon) made to this flow, for the capture."""
+        append = self._append
+        if append is not None:
+            append(("f", flow_id, t, injection))
+
     def response(self, flow: http.HTTPFlow) -> None:
         append = self._append
         if append is None or flow.response is None:
             return
         # Streamed bodies went through the tap; a replayed or offline flow carries its body.
         body = None if flow.live else flow.response.raw_content
+        if flow.metadata.get(PROXY_ANSWERED):
+            # Another addon answered in `request` (`--fault`): the body never went through
+            # the tap.
+            body = flow.response.raw_content
         if body:
             append(("c", flow.id, time.time(), body))
         append(("e", flow.id, time.time(), None))

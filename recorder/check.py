@@ -216,6 +216,8 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
         if use_stored_config:
             base = config_from_mapping(stored_config(capture), base)
         used = config or base
+        injections = capture.injections()
+        used = _with_injected_deadlines(used, injections)
         monitor = HealthMonitor(used)
         flags: list[Flag] = []
         end: float | None = None
@@ -229,8 +231,44 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
                                                         r["session_id"]))
                 for r in capture.flags_by_source("live")}
         sessions = tuple(capture.sessions())
+        flags = mark_injected(flags, injections)
     seen = tuple(_identity(f) in live for f in flags)
     return CheckResult(str(path), tuple(flags), seen, sessions, end), used
+
+
+def _with_injected_deadlines(config: HealthConfig,
+                             injections: list[dict[str, Any]]) -> HealthConfig:
+    """`idle-cut=DURATION` closed streams at DURATION: a deadline idle-timeout-close must know."""
+    from dataclasses import replace
+
+    from recorder.faults import FaultSpecError, idle_cut_seconds, parse_fault
+
+    specs = []
+    for spec in {row["spec"] for row in injections if row["kind"] == "idle-cut"}:
+        try:
+            specs.append(parse_fault(spec))
+        except FaultSpecError:
+            continue
+    extra = set(idle_cut_seconds(specs)) - set(config.idle_timeouts)
+    if not extra:
+        return config
+    return replace(config, idle_timeouts=tuple(sorted(set(config.idle_timeouts) | extra)))
+
+
+def mark_injected(flags: Iterable[Flag], injections: list[dict[str, Any]]) -> list[Flag]:
+    """Flags caused by `--fault` get `details.injected` (see recorder.faults.mark_injected)."""
+    from recorder.faults import mark_injected as mark
+
+    by_session: dict[Any, list[dict[str, Any]]] = {}
+    for row in injections:
+        by_session.setdefault(row["session"], []).append(row)
+    return [mark(flag, by_session.get(flag.session_id, ())) for flag in flags]
+
+
+def is_injected(flag: Flag) -> bool:
+    from recorder.faults import is_injected as injected
+
+    return injected(flag)
 
 
 def store_flags(result: CheckResult) -> int:
@@ -291,7 +329,14 @@ def _session_title(session: dict[str, Any] | None) -> str:
             f"{session.get('endpoint') or ''}{peers}")
 
 
-def human_report(result: CheckResult, fail_on: str) -> str:
+def fails(flag: Flag, fail_on: str, include_injected: bool) -> bool:
+    """Does this flag reach `--fail-on`? Injected ones only with `--include-injected`."""
+    if is_injected(flag) and not include_injected:
+        return False
+    return severity_rank(flag.severity) >= severity_rank(fail_on)
+
+
+def human_report(result: CheckResult, fail_on: str, *, include_injected: bool = False) -> str:
     counts = _counts(result.flags)
     summary = ", ".join(_plural(n, s) for s, n in counts.items() if n) or "no flags"
     sessions = _plural(len(result.sessions), "session")
@@ -304,10 +349,15 @@ def human_report(result: CheckResult, fail_on: str) -> str:
         for i in indexes:
             flag = result.flags[i]
             live = " (also live)" if result.seen_live[i] else ""
+            injected = (f" [injected: {flag.details['injected']['spec']}]"
+                        if is_injected(flag) else "")
             lines.append(f"  {flag.severity:<7}  {flag.kind:<19} +{flag.t - start:.3f}s  "
-                         f"{flag.message}{live}")
-    failing = sum(n for s, n in counts.items() if severity_rank(s) >= severity_rank(fail_on))
-    lines += ["", f"{_plural(failing, 'flag')} at or above {fail_on}"
+                         f"{flag.message}{live}{injected}")
+    failing = sum(1 for f in result.flags if fails(f, fail_on, include_injected))
+    ignored = sum(1 for f in result.flags if is_injected(f) and not include_injected
+                  and severity_rank(f.severity) >= severity_rank(fail_on))
+    note = f" ({ignored} injected, not counted: --include-injected)" if ignored else ""
+    lines += ["", f"{_plural(failing, 'flag')} at or above {fail_on}{note}"
               + (" -> exit 1" if failing else "")]
     return "\n".join(lines)
 
@@ -317,7 +367,7 @@ def flag_json(flag: Flag, seen_live: bool) -> dict[str, Any]:
         "kind": flag.kind, "severity": flag.severity, "at": _iso(flag.t), "t": flag.t,
         "message": flag.message, "session": flag.session_id, "stream": flag.stream_id,
         "call": flag.call_id, "message_id": flag.message_id, "exchange": flag.exchange_id,
-        "details": flag.details, "seen_live": seen_live,
+        "details": flag.details, "seen_live": seen_live, "injected": is_injected(flag),
     }
 
 
@@ -339,7 +389,7 @@ def json_report(result: CheckResult, config: HealthConfig, fail_on: str, failed:
     }
 
 
-def junit_report(result: CheckResult, fail_on: str) -> bytes:
+def junit_report(result: CheckResult, fail_on: str, *, include_injected: bool = False) -> bytes:
     """One test case per session; it fails when one of its flags reaches `fail_on`."""
     import xml.etree.ElementTree as ET
 
@@ -357,7 +407,8 @@ def junit_report(result: CheckResult, fail_on: str) -> bytes:
                              name=_session_title(session))
         lines = [f"[{result.flags[i].severity}] {result.flags[i].kind}: "
                  f"{result.flags[i].message}" for i in indexes]
-        bad = [i for i in indexes if severity_rank(result.flags[i].severity) >= threshold]
+        bad = [i for i in indexes if severity_rank(result.flags[i].severity) >= threshold
+               and fails(result.flags[i], fail_on, include_injected)]
         if bad:
             failures += 1
             worst = result.flags[bad[0]]

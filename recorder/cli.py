@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "recorder.commands.record",
     "recorder.commands.inspect",
     "recorder.commands.check",
+    "recorder.commands.redact",
     "recorder.commands.export",
     "recorder.commands.import_",
     "tui.command",

@@ -10,8 +10,9 @@ non-loopback `--listen` on such a stack and names the fix.
 
 from __future__ import annotations
 
-import ipaddress
 from importlib.metadata import PackageNotFoundError, version
+
+from recorder.listen import is_loopback
 
 # h11 0.16.0 fixed the chunked-encoding leniency (CVE-2025-43859).
 FIXED_H11 = (0, 16)
@@ -39,16 +40,6 @@ def smuggling_risk(h11_version: str | None = None) -> str | None:
     return (f"h11 {h11_version} (pinned by mitmproxy 11 on Python 3.11) parses chunked bodies "
             "leniently (CVE-2025-43859), so a network peer could smuggle requests through the "
             "proxy")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listen host is a loopback address (or `localhost`)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def refuse_exposed_listen(host: str, h11_version: str | None = None) -> str | None:

@@ -12,9 +12,8 @@ Design notes:
 - A POST whose session is not known yet (an `initialize`, or a stateless request) is held until
   its response headers say which session it belongs to; a POST that names its session is
   processed at once, because its answer may reach the legacy GET stream before its own 202.
-- Raw chunks are stored after scrubbing secrets; the last few hundred bytes are held back until
-  the next chunk so a secret split across two chunks is still caught (same-length substitutes
-  keep offsets true).
+- Ingest works on values as they came; every row leaves through the redaction stage
+  (`recorder/redact_stage.py`), the one place where secrets are taken out of what is stored.
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ from recorder.model import (
     SseOversize,
 )
 from recorder.redact import Redactor, session_param
+from recorder.redact_stage import RedactionStage
 from recorder.sse import SseParser
 
 # A raw fact from the proxy. First element is the type:
@@ -53,10 +53,10 @@ from recorder.sse import SseParser
 #   ("e", flow, t, body)         response complete (body None when it was streamed)
 #   ("x", flow, t, message)      the flow failed (disconnect, upstream down)
 #   ("t", t)                     clock tick
+#   ("f", flow, t, injection)    `--fault` changed this flow on purpose (injection: JSON of
+#                                recorder.faults.Injection)
 RawEvent = tuple[Any, ...]
 
-# Bytes of a stream held back so a secret split across chunks is still scrubbed.
-_SCRUB_WINDOW = 512
 # Stored bodies and event data are capped; the full size is kept beside them.
 MAX_STORED_BODY = 64 * 1024 * 1024
 
@@ -107,9 +107,7 @@ class StreamState:
     max_gap_ms: float = 0.0
     truncated: bool = False
     retry_ms: int | None = None
-    held: bytes = b""
-    held_t: float = 0.0
-    held_offset: int = 0
+    stored_offset: int = 0
     written: int = 0
     dirty: bool = False
     # Compressed SSE (a buffering hazard in itself) is inflated for the parser; raw chunks keep
@@ -169,7 +167,9 @@ class Ingest:
 
     def __init__(self, sink: Sink, redactor: Redactor, observers: list[Observer] | None = None,
                  *, update_interval: float = 1.0) -> None:
-        self.sink = sink
+        # Rows leave ingest through the redaction stage (the worker may share one with the
+        # observers, so that their flags are redacted by the same learned secrets).
+        self.sink = sink if isinstance(sink, RedactionStage) else RedactionStage(sink, redactor)
         self.redactor = redactor
         self.observers = observers or []
         self.correlator = Correlator()
@@ -197,6 +197,28 @@ class Ingest:
             self._error(event[1], event[2], event[3])
         elif kind == "t":
             self.tick(event[1])
+        elif kind == "f":
+            self._injection(event[1], event[2], event[3])
+
+    def _injection(self, flow_id: str, t: float, payload: bytes) -> None:
+        """Record a change `--fault` made, tied to the exchange and stream it touched."""
+        try:
+            injection = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        flow = self.flows.get(flow_id)
+        detail = injection.get("detail")
+        row = {
+            "id": self.sink.next_id("injections"),
+            "session_id": flow.session.id if flow and flow.session else None,
+            "exchange_id": flow.exchange_id if flow else None,
+            "stream_id": flow.stream.id if flow and flow.stream else None,
+            "t": t, "spec": str(injection.get("spec")), "kind": str(injection.get("kind")),
+            "action": str(injection.get("action")),
+            "detail": orjson.dumps(detail).decode() if detail else None,
+        }
+        self.sink.insert("injections", row)
+        self._emit("injection", t, row)
 
     def tick(self, t: float) -> None:
         self.now = max(self.now, t)
@@ -210,6 +232,7 @@ class Ingest:
         for flow_id in list(self.flows):
             self._finish(flow_id, t, error="recording stopped", reason="recorder-stop")
         self._flush_state()
+        self.sink.flush_all()
 
     # Observers ----------------------------------------------------------------------------
 
@@ -241,9 +264,14 @@ class Ingest:
             session.last_seen = t
             session.dirty = True
 
+    @staticmethod
+    def _anon_group(flow: FlowState) -> tuple[str, str, str]:
+        """Sessionless traffic is grouped by client host, user agent and server."""
+        return (flow.client_addr.rpartition(":")[0] or flow.client_addr, flow.user_agent,
+                flow.server)
+
     def _anon_session(self, flow: FlowState, t: float, first_method: str | None) -> SessionState:
-        group = (flow.client_addr.rpartition(":")[0] or flow.client_addr, flow.user_agent,
-                 flow.server)
+        group = self._anon_group(flow)
         session = self._anon.get(group)
         if session is None or first_method in ("initialize", "server/discover"):
             self._anon_count += 1
@@ -251,6 +279,15 @@ class Ingest:
             session = self._session(key, STREAMABLE_HTTP, flow, t)
             self._anon[group] = session
         return session
+
+    def _join_anon_session(self, flow: FlowState, t: float) -> None:
+        """A sessionless GET or DELETE that got no stream (a stateless server's 405) joins
+        its client's current sessionless session, if it has one: it is part of that session's
+        story (and the mock learns from it that GET is refused)."""
+        group = self._anon_group(flow)
+        session = self._anon.get(group)
+        if session is not None:
+            self._attach(flow, session, t)
 
     def _attach(self, flow: FlowState, session: SessionState, t: float) -> None:
         flow.session = session
@@ -269,12 +306,11 @@ class Ingest:
         server = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         flow = FlowState(
             exchange_id=self.sink.next_id("exchanges"), method=method,
-            url=self.redactor.url(url), path=parts.path or "/", started_at=t,
+            url=url, path=parts.path or "/", started_at=t,
             client_addr=client_addr, user_agent=lower.get("user-agent", ""), server=server,
             headers=lower, body=body,
         )
         self.flows[flow_id] = flow
-        stored_headers = self.redactor.headers(headers)
         messages = decode(body) if (method == "POST" and body and self._jsonish(lower)) else []
         accept = lower.get("accept", "")
         flow.mcp = bool(
@@ -285,8 +321,8 @@ class Ingest:
         )
         row = {
             "id": flow.exchange_id, "flow_id": flow_id, "method": method, "url": flow.url,
-            "path": flow.path, "request_headers": _headers_json(stored_headers),
-            "request_body": _cap(self.redactor.scrub(body)) if body else None,
+            "path": flow.path, "request_headers": _headers_json(headers),
+            "request_body": _cap(body) if body else None,
             "request_content_type": lower.get("content-type"), "started_at": t,
             "client_addr": client_addr, "mcp": int(flow.mcp),
         }
@@ -296,10 +332,10 @@ class Ingest:
         session_header = lower.get("mcp-session-id")
         legacy_id = session_param(url)
         if session_header:
-            key = "sid:" + self.redactor.session_id(session_header)
+            key = "sid:" + session_header
             self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)
         elif legacy_id:
-            key = "legacy:" + self.redactor.session_id(legacy_id)
+            key = "legacy:" + legacy_id
             self._attach(flow, self._session(key, SSE, flow, t), t)
         if messages:
             if flow.session is not None:
@@ -328,15 +364,20 @@ class Ingest:
             flow.mcp = True
         row = {
             "id": flow.exchange_id, "status": status, "reason": reason,
-            "response_headers": _headers_json(self.redactor.headers(headers)),
+            "response_headers": _headers_json(headers),
             "response_content_type": ctype or None, "response_at": t, "streamed": int(streamed),
             "mcp": int(flow.mcp),
         }
-        self.sink.update("exchanges", flow.exchange_id, {k: v for k, v in row.items() if k != "id"})
+        changes = {k: v for k, v in row.items() if k != "id"}
+        self.sink.update("exchanges", flow.exchange_id, changes)
+        row.update(changes)  # as stored (redacted), for the observers
         if flow.session is None and session_header and 200 <= status < 300:
-            key = "sid:" + self.redactor.session_id(session_header)
+            key = "sid:" + session_header
             self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)
         is_sse = ctype.split(";")[0].strip().lower() == "text/event-stream"
+        if flow.session is None and flow.mcp and flow.method in ("GET", "DELETE") and not (
+                is_sse and 200 <= status < 300):
+            self._join_anon_session(flow, t)
         if is_sse and 200 <= status < 300:
             role = "post" if flow.method == "POST" else (
                 "resume" if "last-event-id" in flow.headers else
@@ -404,27 +445,9 @@ class Ingest:
         self._touch(flow.session, t)
 
     def _store_chunk(self, stream: StreamState, t: float, data: bytes, final: bool = False) -> None:
-        # Hold the previous chunk back until this one is known: a secret split across the two
-        # is scrubbed in the joined bytes, then each part is stored at its own time and offset.
-        if self.redactor.raw:
-            if data:
-                self._write_chunk(stream, stream.held_offset, t, data)
-                stream.held_offset += len(data)
-            return
-        if stream.held:
-            joined = self.redactor.scrub(stream.held + data)
-            head, rest = joined[:len(stream.held)], joined[len(stream.held):]
-            self._write_chunk(stream, stream.held_offset, stream.held_t, head)
-            stream.held_offset += len(head)
-        else:
-            rest = data
-        if final:
-            if rest:
-                self._write_chunk(stream, stream.held_offset, t, self.redactor.scrub(rest))
-                stream.held_offset += len(rest)
-            stream.held = b""
-        else:
-            stream.held, stream.held_t = rest, t
+        if data:
+            self._write_chunk(stream, stream.stored_offset, t, data)
+            stream.stored_offset += len(data)
 
     def _write_chunk(self, stream: StreamState, offset: int, t: float, data: bytes) -> None:
         self.sink.insert("chunks", {
@@ -449,7 +472,7 @@ class Ingest:
                 if item.type == "endpoint" and flow.session is None:
                     self._legacy_endpoint(flow, data, t)
                     session_id = event_row["session_id"] = flow.session.id if flow.session else None
-                stored = self.redactor.scrub_text(data)
+                stored = data
                 event_row.update(kind="event", type=item.type,
                                  data=stored if len(stored) <= MAX_STORED_BODY else None,
                                  event_id=item.id, last_event_id=item.last_event_id,
@@ -466,7 +489,7 @@ class Ingest:
                 continue
             if isinstance(item, SseComment):
                 stream.comments += 1
-                event_row.update(kind="comment", data=self.redactor.scrub_text(item.text))
+                event_row.update(kind="comment", data=item.text)
             elif isinstance(item, SseControl):
                 if item.retry is not None:
                     stream.retry_ms = item.retry
@@ -483,7 +506,7 @@ class Ingest:
     def _legacy_endpoint(self, flow: FlowState, data: str, t: float) -> None:
         legacy_id = session_param(data)
         if legacy_id:
-            key = "legacy:" + self.redactor.session_id(legacy_id)
+            key = "legacy:" + legacy_id
             session = self._session(key, SSE, flow, t)
         else:
             # An endpoint without a session id in it: one session per GET stream.
@@ -513,7 +536,7 @@ class Ingest:
                             self._attach(flow, self._anon_session(flow, answered, None), answered)
                     self._messages(flow, messages, S2C, answered, stream=None, sse_event_id=None)
             self.sink.update("exchanges", flow.exchange_id,
-                             {"response_body": _cap(self.redactor.scrub(body))})
+                             {"response_body": _cap(body)})
         self._finish(flow_id, t, error=None, reason="end")
 
     def _error(self, flow_id: str, t: float, message: str) -> None:
@@ -567,10 +590,10 @@ class Ingest:
     def _messages(self, flow: FlowState, messages: list[Any], direction: str, t: float, *,
                   stream: StreamState | None, sse_event_id: int | None,
                   text: str | None = None) -> None:
-        """Store and correlate decoded messages; `text` is their stored (scrubbed) source.
+        """Store and correlate decoded messages; `text` is their source as it came.
 
-        A lone message keeps its source text as it came, which also spares re-encoding and
-        re-scrubbing it on the worker's hottest path; batch members are encoded one by one.
+        A lone message keeps its source text as it came, which also spares re-encoding it on
+        the worker's hottest path; batch members are encoded one by one.
         """
         session = flow.session
         assert session is not None
@@ -600,7 +623,7 @@ class Ingest:
                 "method": message.method, "batch_index": message.batch_index,
                 "json": None if payload is None else (
                     lone if lone is not None
-                    else self.redactor.scrub_text(orjson.dumps(payload).decode())),
+                    else orjson.dumps(payload).decode()),
                 "problem": message.problem, "call_id": call_id,
             }
             self.sink.insert("messages", row)

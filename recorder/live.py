@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from recorder.faults import mark_injected
 from recorder.health import (
     HealthConfig,
     HealthConfigError,
@@ -81,7 +82,9 @@ def flag_row(flag: Flag, *, source: str) -> dict[str, Any]:
 
 
 def console_line(flag: Flag) -> str:
-    return f"ssetap: [{flag.severity}] {flag.kind}: {flag.message}"
+    injected = flag.details.get("injected")
+    mark = f" [injected: {injected['spec']}]" if isinstance(injected, dict) else ""
+    return f"ssetap: [{flag.severity}] {flag.kind}: {flag.message}{mark}"
 
 
 class LiveChecks:
@@ -104,9 +107,15 @@ class LiveChecks:
         self.broken = False
         self._lag = 0.0
         self._lag_at = 0.0
+        # `record --fault`: what was injected, by session, to mark the flags it causes.
+        self._injections: dict[int | None, list[dict[str, Any]]] = {}
 
     def __call__(self, observation: Observation) -> None:
         if self.broken:
+            return
+        if observation.kind == "injection":
+            row = observation.row
+            self._injections.setdefault(row["session_id"], []).append(row)
             return
         if observation.kind == "tick":
             backlog = max(0.0, self._lag - (observation.t - self._lag_at))
@@ -124,6 +133,8 @@ class LiveChecks:
                   flush=True)
             return
         for flag in flags:
+            if self._injections:
+                flag = mark_injected(flag, self._injections.get(flag.session_id, ()))
             self.writer.insert("flags", {"id": self.writer.next_id("flags"),
                                          **flag_row(flag, source="live")})
             print(console_line(flag), file=self.console, flush=True)

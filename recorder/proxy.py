@@ -30,6 +30,10 @@ class ProxyConfig:
     raw: bool = False
     checks: str = "{}"
     quiet: bool = False
+    redact_paths: str = ""  # rules, one `[METHOD[:NAME]] PATH` a line
+    proxy_auth: str | None = None  # mitmproxy's proxyauth spec (regular mode)
+    allow_upstream: tuple[tuple[str, int], ...] = ()  # regular mode: where it may forward
+    faults: str = ""  # recorder.faults.FaultConfig as JSON; "" = no fault injection
     otlp: str = ""  # recorder.otlp_push.PushOptions as JSON, "" for no live push
 
 
@@ -94,6 +98,31 @@ class _Announcer:
               f"{self.config.db}", file=sys.stderr, flush=True)
 
 
+class _UpstreamGuard:
+    """Regular mode: refuse CONNECT and requests to anything not in `--allow-upstream`, so a
+    proxy reachable from the network is no tunnel into this machine's loopback services."""
+
+    def __init__(self, allow: tuple[tuple[str, int], ...]) -> None:
+        self.allow = allow
+
+    def _refuse(self, flow: Any) -> None:
+        from mitmproxy import http
+
+        if flow.response is not None:
+            return  # proxyauth already answered 407
+        request = flow.request
+        if not listen.upstream_allowed(request.host, request.port, self.allow):
+            flow.response = http.Response.make(
+                403, f"ssetap: {request.host}:{request.port} is not an allowed upstream "
+                "(--allow-upstream)\n".encode(), {"content-type": "text/plain"})
+
+    def http_connect(self, flow: Any) -> None:
+        self._refuse(flow)
+
+    def requestheaders(self, flow: Any) -> None:
+        self._refuse(flow)
+
+
 class _ConsoleLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         print(f"ssetap: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
@@ -117,11 +146,28 @@ async def _run(config: ProxyConfig) -> int:
     logging.getLogger().addHandler(handler)
     announcer = _Announcer(config)
     master.addons.add(Recorder(), announcer)
+    if config.mode == "regular" and config.allow_upstream:
+        master.addons.add(_UpstreamGuard(config.allow_upstream))
+    if config.faults:
+        # After the recorder, so it records requests as they arrived and the bytes as the
+        # client got them (the fault filter runs in front of its tap).
+        from recorder.fault_addon import FaultInjector
+
+        master.addons.add(FaultInjector())
     # Lazy connections: a dead upstream then answers the client's request with a 502 (which
     # is recorded as a failed exchange) instead of dropping the client's connection.
     settings: dict[str, Any] = {"ssetap_db": config.db, "ssetap_raw": config.raw,
-                                "ssetap_checks": config.checks, "ssetap_otlp": config.otlp,
-                                "connection_strategy": "lazy"}
+                                "ssetap_checks": config.checks, "connection_strategy": "lazy",
+                                "ssetap_redact_paths": config.redact_paths,
+                                "ssetap_otlp": config.otlp}
+    if config.mode == "reverse":
+        # Keep the client's Host (Origin is never rewritten), so the upstream's own
+        # DNS-rebinding defence still sees what the client sent.
+        settings["keep_host_header"] = True
+    if config.proxy_auth:
+        settings["proxyauth"] = config.proxy_auth
+    if config.faults:
+        settings["ssetap_faults"] = config.faults
     master.options.update(**settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,6 +10,11 @@ Design notes:
   the same length and character classes. Every secret learned is also scrubbed from stored bytes
   (bodies, SSE data, raw chunks) with a same-length substitute, so byte offsets of events in raw
   chunks stay true.
+- What is secret is decided by `recorder.secrets` (the one classifier); this module decides
+  what each kind becomes. Values whose shape says "secret" (JWTs, AWS key ids, `Bearer`
+  credentials, long random tokens) are replaced in any header and URL; OAuth fields in form
+  and JSON bodies; the query strings of `Location`, `Referer` and `Content-Location`.
+- The `Redactor` holds values; `recorder.redact_stage` applies it to rows.
 - A `Redactor(None)` is the opt-in raw mode: everything passes through.
 - Only what is stored is redacted; forwarded traffic is never touched (the addon keeps the flow).
 """
@@ -18,22 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
-import secrets
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-_CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "apikey", "x-auth-token",
-     "x-access-token", "private-token", "x-goog-api-key", "x-amz-security-token"}
-)
-_SECRETISH_HEADER = re.compile(r"(api[-_]?key|token|secret|password|credential)", re.I)
-_SESSION_HEADERS = frozenset({"mcp-session-id"})
-_SESSION_PARAMS = frozenset({"session_id", "sessionid"})
-_SECRETISH_PARAM = re.compile(
-    r"^(.*token.*|.*secret.*|.*password.*|passwd|pwd|.*api[-_]?key.*|key|code|code_verifier|"
-    r"state|auth|sig|signature|credential|client_secret)$",
-    re.I,
-)
+import orjson
+
+import recorder.secrets as classify
+
 # Secrets shorter than this are not scrubbed from bodies: they would hit innocent bytes.
 MIN_SCRUB_LENGTH = 8
 
@@ -46,24 +43,17 @@ _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 def new_key() -> bytes:
     """A fresh random capture key."""
-    return secrets.token_bytes(32)
+    return os.urandom(32)
 
 
 def is_token_param(name: str) -> bool:
-    """Whether a query parameter's name says it carries a credential."""
-    return bool(_SECRETISH_PARAM.match(name)) and name.lower() not in _SESSION_PARAMS
+    """Whether a query parameter's name says it carries a credential (see recorder.secrets)."""
+    return classify.secret_param(name)
 
 
 def is_secret_header(name: str) -> bool:
-    lower = name.lower()
-    if lower in ("www-authenticate", "authentication-info"):
-        return False  # challenges carry no secret and explain 401s
-    return (
-        lower in _CREDENTIAL_HEADERS
-        or lower in ("cookie", "set-cookie")
-        or lower in _SESSION_HEADERS
-        or bool(_SECRETISH_HEADER.search(lower))
-    )
+    """Whether a header's value is stored pseudonymised (credentials and session ids)."""
+    return classify.secret_header(name) or classify.session_header(name)
 
 
 class Redactor:
@@ -73,6 +63,11 @@ class Redactor:
         self.key = key
         self._scrub: dict[bytes, bytes] = {}
         self._pattern: re.Pattern[bytes] | None = None
+        # The same, for text (stored SSE data and messages are str: no encode/decode round trip).
+        self._scrub_text: dict[str, str] = {}
+        self._text_pattern: re.Pattern[str] | None = None
+        # The last text scrubbed: a lone message's row holds the very str of its SSE event.
+        self._memo: tuple[str, str] | None = None
 
     @property
     def raw(self) -> bool:
@@ -130,9 +125,14 @@ class Redactor:
         if raw in self._scrub:
             return
         self._scrub[raw] = replacement.encode()
+        self._scrub_text[secret] = replacement
+        self._memo = None
         # Longest first, so a secret that contains another is replaced whole.
         self._pattern = re.compile(
             b"|".join(re.escape(s) for s in sorted(self._scrub, key=len, reverse=True))
+        )
+        self._text_pattern = re.compile(
+            "|".join(re.escape(s) for s in sorted(self._scrub_text, key=len, reverse=True))
         )
 
     def learn_credential(self, secret: str, kind: str) -> None:
@@ -150,24 +150,37 @@ class Redactor:
         return self._pattern.sub(lambda m: table[m.group(0)], data)
 
     def scrub_text(self, text: str) -> str:
-        if self._pattern is None or not text:
+        if self._text_pattern is None or not text:
             return text
-        return self.scrub(text.encode()).decode("utf-8", "replace")
+        memo = self._memo
+        if memo is not None and memo[0] is text:
+            return memo[1]
+        table = self._scrub_text
+        out = self._text_pattern.sub(lambda m: table[m.group(0)], text)
+        self._memo = (text, out)
+        return out
 
     def header(self, name: str, value: str) -> str:
-        """The stored form of one header value."""
-        if self.key is None or not is_secret_header(name):
+        """The stored form of one header value (learned secrets of other headers not scrubbed:
+        `headers` does that, once it has learned from all of them)."""
+        if self.key is None:
             return value
         lower = name.lower()
-        if lower in _SESSION_HEADERS:
+        if classify.session_header(lower):
             return self.session_id(value)
-        if lower == "cookie":
+        if classify.url_header(lower):
+            return self.url(value)
+        if not classify.secret_header(lower):
+            if classify.structural_header(lower):
+                return value
+            return self.shapes(value)
+        if lower in ("cookie",):
             return "; ".join(self._cookie_pair(p.strip()) for p in value.split(";") if p.strip())
-        if lower == "set-cookie":
+        if lower in ("set-cookie", "set-cookie2"):
             first, _, attributes = value.partition(";")
             return self._cookie_pair(first.strip()) + (f";{attributes}" if attributes else "")
         scheme, sep, credential = value.partition(" ")
-        if sep and scheme.isalpha() and credential:
+        if sep and scheme.isalpha() and credential.strip():
             self.learn_credential(credential.strip(), "token")
             return f"{scheme} {self.pseudonym(credential.strip(), 'token')}"
         self.learn_credential(value, "token")
@@ -181,39 +194,136 @@ class Redactor:
         return f"{name}={self.pseudonym(value, 'cookie')}"
 
     def headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [(k, self.header(k, v)) for k, v in headers]
+        """Stored headers: each redacted by its kind, then every value scrubbed of every secret
+        learned so far (a token from `Authorization` echoed in `X-Debug` is caught too)."""
+        if self.key is None:
+            return headers
+        stored = [(k, self.header(k, v)) for k, v in headers]
+        return [(k, self.scrub_text(v)) for k, v in stored]
+
+    def shapes(self, text: str) -> str:
+        """`text` with every value shaped like a secret (JWT, AWS key id, `Bearer` credential,
+        long random token) replaced by its pseudonym, and learned for scrubbing elsewhere."""
+        if self.key is None or not text:
+            return text
+        found = classify.find_shapes(text)
+        if not found:
+            return text
+        out, last = [], 0
+        for item in found:
+            out.append(text[last:item.start])
+            self.learn_credential(item.secret, item.kind)
+            out.append(self.pseudonym(item.secret, item.kind))
+            last = item.end
+        out.append(text[last:])
+        return "".join(out)
 
     def url(self, url: str) -> str:
-        """The stored form of a URL: userinfo dropped, session ids and credentials replaced."""
+        """The stored form of a URL: userinfo dropped, session ids and credentials replaced
+        (by parameter name and by value shape, in the query and in the path)."""
         if self.key is None:
             return url
         parts = urlsplit(url)
         netloc = parts.netloc.rpartition("@")[2]
+        path = self.shapes(parts.path)
         if not parts.query:
-            return urlunsplit((parts.scheme, netloc, parts.path, "", parts.fragment))
+            return self.scrub_text(urlunsplit((parts.scheme, netloc, path, "", parts.fragment)))
         pairs = []
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name.lower() in _SESSION_PARAMS:
+            if classify.session_param_name(name):
                 value = self.session_id(value)
-            elif is_token_param(name) and value:
+            elif value and classify.secret_query_value(name, value):
                 self.learn_credential(value, "token")
                 value = self.pseudonym(value, "token")
             pairs.append(f"{quote(name, safe='')}={quote(value, safe=':')}")
-        return urlunsplit((parts.scheme, netloc, parts.path, "&".join(pairs), parts.fragment))
+        fragment = self.shapes(parts.fragment)
+        return self.scrub_text(urlunsplit((parts.scheme, netloc, path, "&".join(pairs), fragment)))
+
+    def body(self, data: bytes, content_type: str | None) -> bytes:
+        """The stored form of an HTTP body: OAuth-style fields (form encoded, or a JSON object
+        that is not JSON-RPC) replaced by pseudonyms, then learned secrets scrubbed."""
+        if self.key is None or not data:
+            return data
+        ctype = (content_type or "").split(";")[0].strip().lower()
+        if ctype == "application/x-www-form-urlencoded":
+            data = self._form(data)
+        elif data[:1] in (b"{",) and ("json" in ctype or not ctype):
+            data = self._oauth_json(data)
+        return self.scrub(data)
+
+    def _form(self, data: bytes) -> bytes:
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            return data
+        pairs = []
+        changed = False
+        for name, value in parse_qsl(text, keep_blank_values=True):
+            if value and (classify.secret_field(name) or classify.has_secret_shape(value)):
+                self.learn_credential(value, "token")
+                value = self.pseudonym(value, "token")
+                changed = True
+            elif classify.session_param_name(name):
+                value = self.session_id(value)
+                changed = True
+            pairs.append(f"{quote(name, safe='')}={quote(value, safe=':')}")
+        return "&".join(pairs).encode() if changed else data
+
+    def _oauth_json(self, data: bytes) -> bytes:
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+        if not isinstance(document, dict) or "jsonrpc" in document:
+            return data  # MCP traffic: arguments and results are the point of a capture
+        changed = False
+        for name, value in list(document.items()):
+            if isinstance(value, str) and value and classify.secret_field(name):
+                self.learn_credential(value, "token")
+                document[name] = self.pseudonym(value, "token")
+                changed = True
+        return orjson.dumps(document) if changed else data
 
 
 def session_param(url: str) -> str | None:
     """The legacy transport's session id carried in a URL query (`session_id` or `sessionId`)."""
-    query = urlsplit(url).query
-    if not query:
-        return None
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name.lower() in _SESSION_PARAMS and value:
+    for name, value in classify.query_pairs(url):
+        if classify.session_param_name(name) and value:
             return value
     return None
 
 
 def token_params(url: str) -> list[str]:
-    """Names of query parameters that look like credentials (for the token-in-url check)."""
-    query = urlsplit(url).query
-    return [n for n, v in parse_qsl(query, keep_blank_values=True) if v and is_token_param(n)]
+    """Names of query parameters that carry credentials (for the token-in-url check)."""
+    return classify.secret_query_params(url)
+
+
+# --- What a capture holds ----------------------------------------------------------------------
+
+# `meta.redaction` values.
+REDACTED = "hmac-sha256 pseudonyms"
+RAW = "off (raw capture)"
+MIXED = "mixed: raw and redacted recordings (run `ssetap redact` before sharing it)"
+
+
+def redaction_after(previous: str | None, recording: str) -> str:
+    """`meta.redaction` once a recording (RAW or REDACTED) is appended to a capture."""
+    if previous is None or previous == recording:
+        return recording
+    return MIXED
+
+
+def redaction_state(meta: dict[str, str]) -> str:
+    """`raw`, `redacted` or `mixed` (a capture from before the key existed counts as redacted)."""
+    value = meta.get("redaction", REDACTED)
+    if value == MIXED or value.startswith("mixed"):
+        return "mixed"
+    return "raw" if value == RAW or value.startswith("off") else "redacted"
+
+
+def mixed_warning(meta: dict[str, str], path: str) -> str | None:
+    """The one-line warning `sessions` and `check` print for a mixed capture."""
+    if redaction_state(meta) != "mixed":
+        return None
+    return (f"ssetap: warning: {path} holds raw and redacted recordings; secrets of the raw "
+            f"ones are in it (`ssetap redact {path} OUT.db` makes a shareable copy)")

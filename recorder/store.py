@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_NAME = "ssetap-capture"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StoreError(Exception):
@@ -184,7 +184,8 @@ CREATE TABLE flags (
 CREATE INDEX flags_session ON flags(session_id, id);
 """
 
-TABLES = ("sessions", "exchanges", "streams", "chunks", "sse_events", "messages", "calls", "flags")
+TABLES = ("sessions", "exchanges", "streams", "chunks", "sse_events", "messages", "calls", "flags",
+          "injections")
 
 
 def _migrate_to_1(db: sqlite3.Connection) -> None:
@@ -193,8 +194,26 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO meta(key, value) VALUES ('created_at', ?)", (repr(time.time()),))
 
 
+def _migrate_add_injections(db: sqlite3.Connection) -> None:
+    """Issue 12: what `--fault` changed on purpose (one row per change; see recorder.faults)."""
+    db.executescript("""
+CREATE TABLE injections (
+    id INTEGER PRIMARY KEY,
+    session_id INTEGER REFERENCES sessions(id),
+    exchange_id INTEGER,
+    stream_id INTEGER,
+    t REAL NOT NULL,
+    spec TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX injections_exchange ON injections(exchange_id);
+""")
+
+
 # Registered migrations: index i brings the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_add_injections]
 
 
 def schema_version(db: sqlite3.Connection) -> int:
@@ -275,7 +294,13 @@ class StoreWriter:
     def __init__(self, path: str | os.PathLike[str], *, batch_seconds: float = 0.05) -> None:
         self.path = Path(path)
         create_private(self.path)
-        self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            # Not through a symlink: a planted link would have us create or truncate its target.
+            self._lock_fd = os.open(f"{self.path}.lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW,
+                                    0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open {self.path}.lock ({exc.strerror}); a symbolic link "
+                             "there is refused") from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -554,6 +579,12 @@ class Capture:
     def meta(self) -> dict[str, str]:
         return meta(self.db)
 
+    def table_rows(self, table: str) -> Iterator[dict[str, Any]]:
+        """Every row of one table in id order, streamed (`ssetap redact` rewrites them all)."""
+        if table not in TABLES:
+            raise StoreError(f"unknown table {table!r}")
+        return _iter_checked(self.db, f"SELECT * FROM {table} ORDER BY id", [])
+
     _SESSION_SUMMARY = """
         SELECT s.*,
           (SELECT count(*) FROM messages m WHERE m.session_id = s.id) AS messages,
@@ -632,6 +663,12 @@ class Capture:
             return rows(self.db, "SELECT * FROM flags ORDER BY t, id")
         return rows(self.db, "SELECT * FROM flags WHERE session_id = ? ORDER BY t, id",
                     (session_id,))
+
+    def injections(self) -> list[dict[str, Any]]:
+        """Every change `--fault` made, with its session (from its exchange when not known)."""
+        return rows(self.db, "SELECT i.*, coalesce(i.session_id, x.session_id) AS session "
+                    "FROM injections i LEFT JOIN exchanges x ON x.id = i.exchange_id "
+                    "ORDER BY i.t, i.id")
 
     def counts(self) -> dict[str, int]:
         return {t: rows(self.db, f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in TABLES}

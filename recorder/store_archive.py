@@ -12,18 +12,16 @@ from typing import Any
 
 from recorder.store import TABLES, Capture, StoreError, iter_rows
 
-# How a table's rows are picked for one session (the rows of other sessions are left out).
+# How a table's rows are picked for one session (the rows of other sessions are left out);
+# every other table (flags, injections, capture gaps...) names its session in `session_id`.
 _SESSION_FILTER = {
     "sessions": "id = ?",
-    "exchanges": "session_id = ?",
-    "streams": "session_id = ?",
     "chunks": "stream_id IN (SELECT id FROM streams WHERE session_id = ?)",
-    "sse_events": "session_id = ?",
-    "messages": "session_id = ?",
-    "calls": "session_id = ?",
-    "flags": "session_id = ?",
-    "capture_gaps": "session_id = ?",  # schema v2 (recording under pressure)
 }
+
+
+def _session_filter(table: str) -> str:
+    return _SESSION_FILTER.get(table, "session_id = ?")
 
 
 def has_table(capture: Capture, table: str) -> bool:
@@ -43,7 +41,7 @@ def table_rows(capture: Capture, table: str, session_id: int | None = None,
     sql = f"SELECT * FROM {table}"
     params: list[Any] = []
     if session_id is not None:
-        sql += f" WHERE {_SESSION_FILTER[table]}"
+        sql += f" WHERE {_session_filter(table)}"
         params.append(session_id)
     try:
         yield from iter_rows(capture.db, sql + " ORDER BY id", params)
@@ -58,7 +56,7 @@ def table_count(capture: Capture, table: str, session_id: int | None = None) -> 
     sql = f"SELECT count(*) AS n FROM {table}"
     params: list[Any] = []
     if session_id is not None:
-        sql += f" WHERE {_SESSION_FILTER[table]}"
+        sql += f" WHERE {_session_filter(table)}"
         params.append(session_id)
     return int(next(iter_rows(capture.db, sql, params))["n"])
 

@@ -21,12 +21,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
+import recorder.json_paths as json_paths
 from recorder import otlp_push
 from recorder.ingest import Ingest, Observation, Observer
 from recorder.live import observers_for
-from recorder.redact import Redactor, new_key
-from recorder.store import StoreError, StoreWriter
+from recorder.redact import RAW, REDACTED, Redactor, new_key, redaction_after
+from recorder.redact_stage import RedactionStage
+from recorder.store import Capture, StoreError, StoreWriter
 
 TICK_SECONDS = 0.2
 # Operations queued for the SQLite writer beyond which the worker stops reading its input.
@@ -39,7 +42,15 @@ def load_key(db_path: Path) -> bytes:
     try:
         fd = os.open(key_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        data = key_path.read_bytes()
+        # Never through a symlink, like the capture itself: a planted link must not choose
+        # the key (or make us read some other file as one).
+        try:
+            read_fd = os.open(key_path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            raise StoreError(f"{key_path} is a symbolic link or unreadable; refusing to use it "
+                             "as the capture's key") from None
+        with os.fdopen(read_fd, "rb") as f:
+            data = f.read(33)
         if len(data) == 32:
             return data
         raise StoreError(f"{key_path} is not an ssetap key file (expected 32 bytes)") from None
@@ -47,6 +58,17 @@ def load_key(db_path: Path) -> bytes:
     with os.fdopen(fd, "wb") as f:
         f.write(key)
     return key
+
+
+def _stored_redaction(db: Path) -> str | None:
+    """What an existing capture says it holds (None for a new file)."""
+    try:
+        if not db.exists() or not db.stat().st_size:
+            return None
+        with Capture(db) as capture:
+            return capture.meta().get("redaction", REDACTED)
+    except (OSError, StoreError):
+        return None
 
 
 class FrameReader:
@@ -68,17 +90,22 @@ class FrameReader:
 
 
 def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[Observer]] | None,
-        fd: int = 0) -> int:
+        fd: int = 0, redact_paths: tuple[json_paths.PathRule, ...] = ()) -> int:
+    previous = _stored_redaction(db)
     writer = StoreWriter(db)
     redactor = Redactor(None if raw else load_key(db))
-    writer.set_meta("redaction", "off (raw capture)" if raw else "hmac-sha256 pseudonyms")
+    # Appending to a capture keeps `meta` truthful: raw rows beside redacted ones make it mixed.
+    writer.set_meta("redaction", redaction_after(previous, RAW if raw else REDACTED))
+    # One redaction stage in front of the writer, for ingest's rows and the checks' flags alike.
+    stage = RedactionStage(writer, redactor, redact_paths)
     otlp = otlp_push.from_environment()  # ssetap record --otlp-endpoint
-    # The live checks write their flags through `otlp.tee`, so flags become span events too.
-    sink = otlp.tee(writer) if otlp is not None else writer
-    observers = observers_factory(sink) if observers_factory else []  # type: ignore[arg-type]
+    # The live checks write their flags through `otlp.tee` (after the stage has redacted them),
+    # so flags become span events too.
+    sink = otlp.tee(stage) if otlp is not None else stage
+    observers = observers_factory(cast(StoreWriter, sink)) if observers_factory else []
     if otlp is not None:
         observers.append(otlp.observe)
-    ingest = Ingest(writer, redactor, observers)
+    ingest = Ingest(stage, redactor, observers)
     reader = FrameReader()
     stopping = False
 
@@ -132,14 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", required=True, type=Path)
     parser.add_argument("--raw", action="store_true")
     parser.add_argument("--config", default="{}", help="JSON options for the live checks")
+    parser.add_argument("--redact-paths", default="", help="redact path rules, one a line")
     args = parser.parse_args(argv)
     # Recording must not slow the traffic it records: when CPU is short (a burst on a small
     # machine), the proxy's event loop goes first and this process catches up afterwards.
     with contextlib.suppress(OSError):
         os.nice(10)
     try:
-        return run(args.db, raw=args.raw, observers_factory=observers_for(args.config))
-    except StoreError as exc:
+        paths = json_paths.parse_rules(args.redact_paths, "--redact-path")
+        return run(args.db, raw=args.raw, observers_factory=observers_for(args.config),
+                   redact_paths=paths)
+    except (StoreError, json_paths.PathError) as exc:
         print(f"ssetap: {exc}", file=sys.stderr)
         return 2
 

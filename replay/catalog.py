@@ -11,6 +11,10 @@ Design notes:
   most recently sent and still unanswered at that moment; the rest, and every heartbeat,
   belongs to the session stream (`stream_items`, delays counted from the stream's opening).
 - Matching is by method and normalised params (`replay.matching`), never by id.
+- Each recorded session is also kept whole as a `SessionProfile`: a client session on the mock
+  is served from the recorded session whose `initialize` best matches the client's
+  (`choose_profile`: protocol version first, then client name, then capabilities), so a
+  2025-06-18 client never gets a 2025-11-25 handshake because that session came first.
 """
 
 from __future__ import annotations
@@ -65,6 +69,89 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionProfile:
+    """One recorded session as the mock serves it: its handshake, its answers, its stream."""
+
+    session_id: int
+    protocol_version: str | None
+    client_name: str | None
+    capabilities: Any
+    initialize: Reply | None
+    index: MatchIndex[Reply]
+    stream_items: tuple[ScriptItem, ...] = ()
+
+    def describe(self) -> str:
+        parts = [f"protocol {self.protocol_version or '?'}"]
+        if self.client_name:
+            parts.append(f"client {self.client_name}")
+        return f"recorded session {self.session_id} ({', '.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChoice:
+    """Which recorded session serves a client session, and why (for the log)."""
+
+    profile: SessionProfile
+    reason: str
+
+
+_META = "io.modelcontextprotocol/"
+
+
+def _initialize_facts(params: Any) -> tuple[str | None, str | None, Any]:
+    """(protocol version, client name, capabilities) from `initialize` params, or from the
+    `_meta` every 2026-07-28 request carries instead of a handshake."""
+    if not isinstance(params, dict):
+        return None, None, None
+    found = params.get("_meta")
+    meta: dict[str, Any] = found if isinstance(found, dict) else {}
+    info = params.get("clientInfo", meta.get(_META + "clientInfo"))
+    name = info.get("name") if isinstance(info, dict) else None
+    version = params.get("protocolVersion", meta.get(_META + "protocolVersion"))
+    capabilities = params.get("capabilities", meta.get(_META + "clientCapabilities"))
+    return (version if isinstance(version, str) else None,
+            name if isinstance(name, str) else None, capabilities)
+
+
+def _capability_score(recorded: Any, asked: Any) -> int:
+    """Top-level capabilities both have, minus those only one has."""
+    mine = set(recorded) if isinstance(recorded, dict) else set()
+    theirs = set(asked) if isinstance(asked, dict) else set()
+    return len(mine & theirs) - len(mine ^ theirs)
+
+
+def choose_profile(profiles: Sequence[SessionProfile], params: Any, *,
+                   sessionless: bool = False) -> ProfileChoice | None:
+    """The recorded session that best matches a client's `initialize` params (or, with
+    `sessionless`, the `_meta` of a 2026-07-28 request such as `server/discover`).
+
+    Protocol version outweighs everything (a strict client leaves on a version it did not ask
+    for), then the client's name, then how alike the capabilities are; ties go to the session
+    recorded first. Only sessions that were initialized are candidates for `initialize`.
+    """
+    candidates = [p for p in profiles if sessionless or p.initialize is not None]
+    if not candidates:
+        return None
+    version, name, capabilities = _initialize_facts(params)
+
+    def score(profile: SessionProfile) -> tuple[int, int, int]:
+        return (int(version is not None and profile.protocol_version == version),
+                int(name is not None and profile.client_name == name),
+                _capability_score(profile.capabilities, capabilities))
+
+    best = max(candidates, key=score)  # max keeps the first of equals: recorded order
+    same_version, same_name, _ = score(best)
+    why = []
+    why.append(f"same protocol version {version}" if same_version else
+               f"no recorded session asked for {version or 'no version'}")
+    if same_name:
+        why.append(f"same client {name}")
+    if len(candidates) == 1:
+        why.append("the only session" if sessionless else "the only initialized session")
+    return ProfileChoice(best, "; ".join(why))
+
+
+@dataclass(frozen=True, slots=True)
 class Catalog:
     """A capture made servable."""
 
@@ -80,10 +167,20 @@ class Catalog:
     separator: str = "\r\n"
     sessions: tuple[int, ...] = ()
     recorded_transport: str = "streamable-http"
+    profiles: tuple[SessionProfile, ...] = ()
+
+    @property
+    def sessionless_choice(self) -> bool:
+        """Sessionless traffic is served per request from the session it matches, when the
+        recorded sessions differ in protocol version or client (else all answers pooled)."""
+        return self.stateless and len({(p.protocol_version, p.client_name)
+                                       for p in self.profiles}) > 1
 
     @property
     def requests(self) -> int:
-        return len(self.index.candidates)
+        """Every recorded request the mock can answer, each session's initialize included."""
+        initializes = sum(p.initialize is not None for p in self.profiles)
+        return len(self.index.candidates) + (initializes or int(self.initialize is not None))
 
 
 def _role(message: RecordedMessage) -> str:
@@ -213,8 +310,13 @@ def build_catalog(recordings: Sequence[Recording]) -> Catalog:
     modes: list[str] = []
     stateless = bool(recordings) and all(r.session.stateless for r in recordings)
     get_allowed = True
+    profiles: list[SessionProfile] = []
     for recording in recordings:
         builder = _Builder(recording)
+        own: list[Candidate[Reply]] = []
+        own_initialize: Reply | None = None
+        init_params: Any = None
+        first_params: Any = None  # a sessionless session's first request carries its facts
         for call in recording.calls:
             if call.direction != C2S or call.request_message_id not in builder.by_id:
                 continue
@@ -225,10 +327,21 @@ def build_catalog(recordings: Sequence[Recording]) -> Catalog:
             modes.append(reply.mode)
             if call.method == "initialize":
                 initialize = initialize or reply
+                if own_initialize is None:
+                    own_initialize, init_params = reply, reply.params
             else:
+                if first_params is None:
+                    first_params = reply.params
                 candidates.append(Candidate(call.method, reply.params, reply))
+                own.append(Candidate(call.method, reply.params, reply))
+        own_stream = tuple(builder.session_stream())
         if not stream_items:
-            stream_items = builder.session_stream()
+            stream_items = list(own_stream)
+        version, client_name, capabilities = _initialize_facts(
+            init_params if own_initialize is not None else first_params)
+        profiles.append(SessionProfile(
+            recording.session.id, version or recording.session.protocol_version, client_name,
+            capabilities, own_initialize, MatchIndex(own), own_stream))
         endpoint = recording.session.endpoint or ""
         if builder.legacy:
             paths.setdefault("sse", endpoint or "/sse")
@@ -250,4 +363,5 @@ def build_catalog(recordings: Sequence[Recording]) -> Catalog:
         stateless, get_allowed, default_mode, separator,
         tuple(r.session.id for r in recordings),
         recordings[0].session.transport if recordings else "streamable-http",
+        tuple(profiles),
     )

@@ -1,4 +1,4 @@
-"""`ssetap replay` and `ssetap serve`: options in, exit code out (recorder.cli parses the args)."""
+"""`ssetap replay`, `serve` and `diff`: options in, exit code out (recorder.cli parses the args)."""
 
 from __future__ import annotations
 
@@ -58,13 +58,18 @@ def load_rules(paths: list[str]) -> list[IgnoreRule]:
 def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     try:
         timing = parse_timing(args.timing)
-        latency = parse_latency_limit(args.latency_threshold)
+        latency = parse_latency_limit(args.latency_threshold or "2x+250ms")
         rules = load_rules(args.ignore or [])
     except (PlanError, LatencyError, RulesError) as exc:
         raise ReplayUsageError(str(exc)) from None
     base = () if args.no_default_ignores else DEFAULT_RULES
     if args.timeout <= 0:
         raise ReplayUsageError("--timeout must be a positive number of seconds")
+    if args.latency_samples < 1:
+        raise ReplayUsageError("--latency-samples must be at least 1")
+    # Latency gates only when asked: --fail-on-slow, or a threshold given (other than off).
+    gated = latency.ratio is not None or latency.extra_ms is not None
+    fail_on_slow = gated and (args.fail_on_slow or args.latency_threshold is not None)
     return ReplayOptions(
         timing=timing,
         diff=DiffOptions(base + tuple(rules), volatile_values=not args.no_default_ignores),
@@ -74,14 +79,19 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         transport=args.transport,
         only=tuple(args.only or ()),
         skip=tuple(args.skip or ()),
+        fail_on_slow=fail_on_slow,
+        latency_samples=args.latency_samples,
     )
 
 
 class Progress:
     """Shows calls as they are judged: one line each, or one live line on a terminal."""
 
-    def __init__(self, stream: TextIO, plans: list[Plan]) -> None:
+    def __init__(self, stream: TextIO, plans: list[Plan], note: str | None = None) -> None:
         self.stream = stream
+        # Printed with the first verdict: by then the target has answered, so an unreachable
+        # one gets its one-line error alone.
+        self.note = note
         self.tty = stream.isatty()
         self.totals = {id(p): len(p.requests) for p in plans}
         self.done: Counter[int] = Counter()
@@ -89,6 +99,9 @@ class Progress:
         self._open = False
 
     def __call__(self, plan: Plan, result: CallResult) -> None:
+        if self.note is not None:
+            self.stream.write(self.note + "\n")
+            self.note = None
         self.done[id(plan)] += 1
         self.statuses[result.status] += 1
         count, total = self.done[id(plan)], self.totals[id(plan)]
@@ -120,12 +133,11 @@ def run_replay(args: argparse.Namespace) -> int:
     except RecordingError as exc:
         raise ReplayUsageError(str(exc)) from None
     plans = [build_plan(r, only=options.only, skip=options.skip) for r in recordings]
-    progress = None if args.quiet else Progress(sys.stderr, plans)
     tool_calls = sum(1 for p in plans for s in p.requests if s.method == "tools/call")
-    if tool_calls and not args.quiet:
-        print(f"ssetap replay: note: replaying {tool_calls} tools/call request"
-              f"{'s' if tool_calls != 1 else ''} with whatever side effects they have "
-              "(--skip tools/call leaves them out)", file=sys.stderr)
+    note = (f"ssetap replay: note: replaying {tool_calls} tools/call request"
+            f"{'s' if tool_calls != 1 else ''} with whatever side effects they have "
+            "(--skip tools/call leaves them out)") if tool_calls else None
+    progress = None if args.quiet else Progress(sys.stderr, plans, note)
     try:
         result = asyncio.run(replay_plans(plans, target, options, progress))
     except TargetError as exc:
@@ -149,20 +161,40 @@ def parse_listen(value: str) -> tuple[str, int]:
         raise ReplayUsageError(str(exc)) from None
 
 
+def _log_line(text: str) -> None:
+    print(f"ssetap serve: {text}", file=sys.stderr, flush=True)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """`ssetap serve`: run a mock of the capture until Ctrl-C or SIGTERM."""
+    from recorder.fault_options import fault_config_from
+    from recorder.listen import ListenError, check_exposure
     from replay.catalog import build_catalog
+    from replay.host_guard import HostRules
     from replay.mock import MockError, MockServer
 
+    faults = fault_config_from(args)  # validated before anything starts
     host, port = parse_listen(args.listen)
+    try:
+        warning = check_exposure(host, mode="serve", proxy_auth=False, allow=(),
+                                 allow_remote=getattr(args, "allow_remote", False))
+    except ListenError as exc:
+        raise ReplayUsageError(str(exc)) from None
+    if warning:
+        print(f"ssetap: {warning}", file=sys.stderr, flush=True)
+    rules = HostRules.for_listener(host, getattr(args, "allow_host", None) or (),
+                                   getattr(args, "allow_origin", None) or ())
     try:
         timing = parse_timing(args.timing)
         catalog = build_catalog(load_recordings(args.db, args.session, with_streams=True))
-        server = MockServer(catalog, host=host, port=port, timing=timing).start()
+        log = None if args.quiet else _log_line
+        server = MockServer(catalog, host=host, port=port, timing=timing, host_rules=rules,
+                            log=log, faults=faults).start()
     except (PlanError, RecordingError, MockError) as exc:
         raise ReplayUsageError(str(exc)) from None
     sessions = len(catalog.sessions)
-    print(f"ssetap: serving {catalog.requests} recorded requests from {sessions} session"
+    print(f"ssetap: serving {catalog.requests} recorded requests (initialize included) from "
+          f"{sessions} session"
           f"{'s' if sessions != 1 else ''} of {args.db} (timing {timing}) on "
           f"{server.mcp_url} (Streamable HTTP) and {server.sse_url} (HTTP+SSE)",
           file=sys.stderr, flush=True)
@@ -183,3 +215,39 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"ssetap: {server.mock.unmatched} requests matched nothing in the capture",
               file=sys.stderr)
     return 0
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    """`ssetap diff`: 0 nothing at --fail-on or worse, 1 otherwise, 2 bad input."""
+    from recorder.store import StoreError
+    from replay.capture_diff import diff_captures
+    from replay.capture_diff_report import render_json as diff_json
+    from replay.capture_diff_report import render_junit as diff_junit
+    from replay.capture_diff_report import render_markdown
+    from replay.capture_diff_report import render_text as diff_text
+
+    try:
+        rules = load_rules(args.ignore or [])
+    except RulesError as exc:
+        raise ReplayUsageError(str(exc)) from None
+    base = () if args.no_default_ignores else DEFAULT_RULES
+    options = DiffOptions(base + tuple(rules), volatile_values=not args.no_default_ignores)
+    try:
+        before = load_recordings(args.before, args.session)
+        after = load_recordings(args.after, args.session)
+    except (RecordingError, StoreError) as exc:
+        raise ReplayUsageError(str(exc)) from None
+    result = diff_captures(before, after, options=options, before_name=args.before,
+                           after_name=args.after)
+    if args.junit:
+        try:
+            Path(args.junit).write_text(diff_junit(result, args.fail_on), encoding="utf-8")
+        except OSError as exc:
+            raise ReplayUsageError(f"cannot write {args.junit}: {exc.strerror}") from None
+    if args.json:
+        sys.stdout.write(diff_json(result, args.fail_on))
+    elif args.markdown:
+        sys.stdout.write(render_markdown(result, args.fail_on))
+    else:
+        sys.stdout.write(diff_text(result))
+    return result.exit_code(args.fail_on)

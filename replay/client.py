@@ -58,6 +58,9 @@ class Hooks:
     # the whole session stream ended (legacy transport): nothing more can arrive.
     closed: Callable[[str], None]
     is_pending: Callable[[str], bool]
+    # (message, live request id key or None, the lost session id): the server answered 404
+    # to a message on an established session; the engine re-initializes and resends it.
+    session_lost: Callable[[dict[str, Any], str | None, str], None] | None = None
 
 
 _PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
@@ -208,6 +211,11 @@ class StreamableChannel(Channel):
         media = _media_type(response)
         if not 200 <= status < 300:
             body = await response.aread()
+            if (status == 404 and self.session_id and message.get("method") != "initialize"
+                    and self.hooks.session_lost is not None):
+                # The spec's signal that the session is gone (a restart, an expiry).
+                self.hooks.session_lost(message, request_key, self.session_id)
+                return
             if message.get("method") == "initialize" and status in (400, 404, 405):
                 mismatch.append(f"POST {self.url} answered HTTP {status} ({_short(body, 80)})")
                 return

@@ -11,6 +11,13 @@ Design notes:
   the recorded client answered to the same request, under the live id.
 - A call that gets no response is "missing" after its deadline; a call the recorded client
   cancelled, or never saw answered, is not waited for.
+- Like a client, the engine follows the server: a 404 on its session (a restart, an expiry)
+  makes it re-initialize with the recorded handshake and resend the message; the report says
+  so in a note.
+- Latency is reported, and fails a call only with `fail_on_slow`; then a call that looks slow
+  (other than `initialize`) is sent again, `latency_samples` in all, one after another once
+  the session is done, and judged on the median, so that one stall of a jittery server does
+  not flip the verdict.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +46,8 @@ from replay.client import (
 from replay.diff import DEFAULT_OPTIONS, DiffOptions
 from replay.plan import FAST, IdMap, Plan, Step, Timing, build_plan, live_message
 from replay.recording import load_recordings
-from replay.results import MISSING, CallResult, ReplayResult, SessionResult
-from replay.verdict import DEFAULT_LATENCY, LatencyLimit, LiveOutcome, judge
+from replay.results import MISSING, SLOW, CallResult, ReplayResult, SessionResult
+from replay.verdict import DEFAULT_LATENCY, LatencyLimit, LiveOutcome, judge, recorded_id
 
 # How long a call whose response stream closed early may still be answered elsewhere.
 STREAM_END_GRACE = 1.0
@@ -61,7 +69,13 @@ class ReplayOptions:
     transport: str = "auto"
     only: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
+    # Latency fails a call only when asked; then judged on the median of this many samples.
+    fail_on_slow: bool = False
+    latency_samples: int = 3
 
+
+# How many times one session may be re-initialized after the server lost it.
+MAX_REINITIALIZE = 3
 
 DEFAULT_REPLAY: Final = ReplayOptions()
 
@@ -81,6 +95,8 @@ class _LiveCall:
     received_at: float | None = None
     progress: list[Any] = field(default_factory=list)
     result: CallResult | None = None
+    # A re-measurement or a re-initialization: never judged, never reported.
+    internal: bool = False
 
     @property
     def expects_response(self) -> bool:
@@ -110,8 +126,11 @@ class SessionReplay:
         self.fatal: str | None = None
         self._loop = asyncio.get_running_loop()
         self._answers: set[asyncio.Task[Any]] = set()
+        self._held: list[_LiveCall] = []  # slow calls waiting to be re-measured
+        self._reinit_lock = asyncio.Lock()
+        self.reinitialized = 0
         self.hooks = Hooks(self._deliver, self._failed, self._stream_ended, self._closed,
-                           self._is_pending)
+                           self._is_pending, self._session_lost)
 
     # Running -------------------------------------------------------------------------------
 
@@ -136,10 +155,14 @@ class SessionReplay:
             for call in list(self.calls.values()):
                 if call.expects_response:
                     await self._wait(call)
+            await self._remeasure()
         finally:
             if self.channel is not None:  # never connected: TargetError says it all
                 for call in self.calls.values():
                     self._finish(call, missing=self.fatal or "no response before the replay ended")
+            for call in self._held:
+                self._report(call)
+            self._held.clear()
             for task in self._answers:
                 task.cancel()
             if self.channel is not None:
@@ -158,7 +181,8 @@ class SessionReplay:
             if result is None:
                 unsent += 1
                 result = CallResult(step.ordinal or 0, step.method, step.name, MISSING,
-                                    detail=f"not sent: {self.fatal or 'the replay stopped'}")
+                                    detail=f"not sent: {self.fatal or 'the replay stopped'}",
+                                    recorded_id=recorded_id(step))
             ordered.append(result)
         for name, count in sorted(self.events.items()):
             self.notes.append(f"{name}: {count}")
@@ -250,19 +274,128 @@ class SessionReplay:
             with contextlib.suppress(TransportError):
                 await self.channel.send(cancel, None)
 
+    @staticmethod
+    def _latency(call: _LiveCall) -> float | None:
+        if call.received_at is None:
+            return None
+        return round((call.received_at - call.sent_at) * 1000, 3)
+
     def _finish(self, call: _LiveCall, *, failure: str | None = None,
                 missing: str | None = None) -> None:
         if call.done.is_set():
             return
-        latency = None
-        if call.received_at is not None:
-            latency = round((call.received_at - call.sent_at) * 1000, 3)
-        outcome = LiveOutcome(call.response, latency, tuple(call.progress), failure, missing)
+        if call.internal:
+            call.done.set()
+            return
+        outcome = LiveOutcome(call.response, self._latency(call), tuple(call.progress), failure,
+                              missing)
         call.result = judge(call.step, outcome, options=self.options.diff,
-                            latency=self.options.latency)
+                            latency=self.options.latency, fail_on_slow=self.options.fail_on_slow)
         call.done.set()
-        if self.on_result is not None and not call.step.synthetic:
+        # initialize is never sent twice on one session: it is judged on its one sample.
+        if (call.result.status == SLOW and self.options.latency_samples > 1 and not self.fatal
+                and call.step.method != "initialize"):
+            self._held.append(call)  # reported once re-measured
+        else:
+            self._report(call)
+
+    def _report(self, call: _LiveCall) -> None:
+        if self.on_result is not None and not call.step.synthetic and call.result is not None:
             self.on_result(self.plan, call.result)
+
+    async def _internal(self, step: Step, message: dict[str, Any] | None = None) -> _LiveCall:
+        """Send a request of the plan again under a fresh id, outside the verdicts."""
+        assert self.channel is not None
+        live_id = self.ids.fresh(step.payload.get("id"))
+        now = self._loop.time()
+        call = _LiveCall(step, live_id, id_key(live_id), now, now + self.options.timeout,
+                         internal=True)
+        self.by_key[call.key] = call
+        token = None
+        if step.progress_token is not None:
+            token = self.tokens.fresh(step.progress_token)
+            self.by_token[id_key(token)] = call
+        await self.channel.send(message or live_message(step, live_id, progress_token=token),
+                                call.key)
+        await self._wait(call)
+        return call
+
+    async def _remeasure(self) -> None:
+        """Judge the calls that looked slow on the median of `latency_samples` samples."""
+        held, self._held = self._held, []
+        for call in held:
+            samples = [self._latency(call)]
+            for _ in range(self.options.latency_samples - 1):
+                if self.fatal or self.channel is None:
+                    break
+                with contextlib.suppress(TransportError):
+                    samples.append(self._latency(await self._internal(call.step)))
+            measured = [s for s in samples if s is not None]
+            median = round(statistics.median(measured), 3) if measured else None
+            outcome = LiveOutcome(call.response, median, tuple(call.progress))
+            result = judge(call.step, outcome, options=self.options.diff,
+                           latency=self.options.latency, fail_on_slow=True)
+            detail = (f"{result.detail}; " if result.detail else "") + \
+                f"median of {len(measured)} samples"
+            call.result = CallResult(result.ordinal, result.method, result.name, result.status,
+                                     result.latency_ms, result.recorded_latency_ms,
+                                     result.differences, detail, result.slow,
+                                     result.recorded_id)
+            self._report(call)
+        if held:
+            self.notes.append(f"{len(held)} call{'s' if len(held) != 1 else ''} that looked "
+                              f"slow sent again, judged on the median of "
+                              f"{self.options.latency_samples} samples")
+
+    # Following the server ------------------------------------------------------------------
+
+    def _session_lost(self, message: dict[str, Any], key: str | None, lost: str) -> None:
+        task = asyncio.create_task(self._recover(message, key, lost))
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
+
+    async def _recover(self, message: dict[str, Any], key: str | None, lost: str) -> None:
+        """Re-initialize once per lost session, then resend the message that got the 404."""
+        channel = self.channel
+        if channel is None:
+            return
+        async with self._reinit_lock:
+            if channel.session_id == lost:
+                problem = await self._reinitialize(channel)
+                if problem is not None:
+                    self.fatal = problem
+                    self._closed(problem)
+                    return
+        if self.fatal:
+            return
+        try:
+            await channel.send(message, key)
+        except TransportError as exc:
+            self._failed(key, str(exc))
+
+    async def _reinitialize(self, channel: Channel) -> str | None:
+        """The recorded handshake on a fresh session; a description of the failure, or None."""
+        init = next((s for s in self.plan.steps if s.method == "initialize" and s.is_request),
+                    None)
+        if init is None:
+            return "the server lost the session (HTTP 404) and the plan has no initialize"
+        if self.reinitialized >= MAX_REINITIALIZE:
+            return (f"the server lost the session (HTTP 404) again after "
+                    f"{self.reinitialized} re-initializations")
+        self.reinitialized += 1
+        answered = sum(1 for c in self.calls.values() if c.done.is_set())
+        channel.session_id = None
+        try:
+            call = await self._internal(init)
+            if not isinstance((call.response or {}).get("result"), dict):
+                return "the server lost the session (HTTP 404) and re-initializing failed"
+            await channel.send({"jsonrpc": "2.0", "method": "notifications/initialized"}, None)
+            await channel.initialized()
+        except TransportError as exc:
+            return f"the server lost the session (HTTP 404) and re-initializing failed: {exc}"
+        self.notes.append(f"the server lost the session (HTTP 404) after {answered} answered "
+                          "calls; ssetap re-initialized and went on")
+        return None
 
     # Hooks from the transport -------------------------------------------------------------
 

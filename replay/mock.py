@@ -15,6 +15,16 @@ Design notes:
   drops delays and heartbeats, `xN` divides delays by N.
 - Sessions live in memory for the life of the server; each has its own matcher, so repeated
   identical requests get the recorded sequence of answers.
+- Resumable: every SSE answer is played into the session's event store (`replay.event_log`)
+  by a task that outlives the response, with event ids as recorded (or generated); a GET with
+  `Last-Event-ID` gets exactly the events after that one, as a resumable server would.
+- Batches (a JSON array of messages) are answered, as one JSON array of responses, when the
+  session's protocol version allows them (2025-03-26 and before); later versions refuse them
+  as the SDK servers do.
+- Many recorded sessions: a client session's `initialize` picks the recorded session that
+  best matches it (`catalog.choose_profile`; the choice is logged), whose handshake and
+  answers serve it from then on; a request that session never made falls back to the
+  answers of all sessions pooled. `--session` loads one session, which then serves everyone.
 """
 
 from __future__ import annotations
@@ -22,9 +32,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 from starlette.applications import Starlette
@@ -40,11 +50,20 @@ from replay.catalog import (
     RESPONSE,
     SERVER_REQUEST,
     Catalog,
+    ProfileChoice,
     Reply,
     ScriptItem,
+    SessionProfile,
+    choose_profile,
 )
+from replay.event_log import EventStore
+from replay.host_guard import HostGuard, HostRules
 from replay.matching import Matcher
 from replay.plan import RECORDED, Timing
+
+if TYPE_CHECKING:
+    from recorder.faults import FaultConfig
+    from replay.mock_faults import FaultMiddleware
 
 _SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 _SERVER_INFO = {"name": "ssetap-mock", "version": "0.1.0"}
@@ -61,11 +80,29 @@ class MockSession:
     id: str
     matcher: Matcher[Reply]
     next_server_id: int = 1
+    # The recorded session serving this one (chosen at initialize) and the pooled fallback.
+    profile: SessionProfile | None = None
+    pooled: Matcher[Reply] | None = None
     # Legacy transport: everything the session stream will carry.
     outbox: asyncio.Queue[bytes] | None = None
     # Scripts still playing, by the client's request id key (for cancellation).
     playing: dict[str, asyncio.Event] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    events: EventStore = field(default_factory=EventStore)
+    # The protocol version this session negotiated (from its recorded handshake).
+    protocol_version: str | None = None
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def end(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        for stop in self.playing.values():
+            stop.set()
 
     def server_id(self) -> int:
         value = self.next_server_id
@@ -83,12 +120,18 @@ def _rpc_error(request_id: Any, code: int, message: str, data: Any = None) -> di
 class MockApp:
     """The ASGI application and the session state behind it."""
 
-    def __init__(self, catalog: Catalog, timing: Timing = RECORDED) -> None:
+    def __init__(self, catalog: Catalog, timing: Timing = RECORDED,
+                 log: Callable[[str], None] | None = None) -> None:
         self.catalog = catalog
         self.timing = timing
+        self.log = log
         self.sessions: dict[str, MockSession] = {}
         self._stateless = MockSession("", catalog.index.matcher())
         self.unmatched = 0
+        # Which recorded session served each client session, in order (also logged).
+        self.choices: list[ProfileChoice] = []
+        self._client_sessions = 0
+        self._profile_matchers: dict[int, Matcher[Reply]] = {}
         routes = [
             Route(catalog.streamable_path, self.streamable, methods=["GET", "POST", "DELETE"]),
             Route(catalog.sse_path, self.legacy_stream, methods=["GET"]),
@@ -98,11 +141,12 @@ class MockApp:
 
     # Scripts ---------------------------------------------------------------------------------
 
-    def _frame(self, item: ScriptItem, data: str | None) -> bytes:
+    def _frame(self, item: ScriptItem, data: str | None, event_id: str | None = None) -> bytes:
         sep = self.catalog.separator
         lines = []
-        if item.event_id is not None:
-            lines.append(f"id: {item.event_id}")
+        event_id = event_id if event_id is not None else item.event_id
+        if event_id is not None:
+            lines.append(f"id: {event_id}")
         if item.kind == "event" and item.event_type and item.event_type != "message":
             lines.append(f"event: {item.event_type}")
         elif item.kind == "message":
@@ -113,12 +157,12 @@ class MockApp:
             lines.extend(f"data: {line}" for line in data.split("\n"))
         return (sep.join(lines) + sep + sep).encode()
 
-    def _frame_of(self, item: ScriptItem, payload: Any) -> bytes:
+    def _frame_of(self, item: ScriptItem, payload: Any, event_id: str | None = None) -> bytes:
         if item.kind == "comment":
             return f": {item.text}{self.catalog.separator}{self.catalog.separator}".encode()
         if item.kind == "event":
-            return self._frame(item, item.text)
-        return self._frame(item, orjson.dumps(payload).decode())
+            return self._frame(item, item.text, event_id)
+        return self._frame(item, orjson.dumps(payload).decode(), event_id)
 
     def _payload(self, session: MockSession, item: ScriptItem, client_id: Any,
                  token: Any) -> Any:
@@ -167,9 +211,18 @@ class MockApp:
     def _answer(self, session: MockSession, method: str, params: Any,
                 client_id: Any) -> Reply | dict[str, Any]:
         """The recorded reply to this request, or an error response naming the closest one."""
-        if method == "initialize" and self.catalog.initialize is not None:
-            return self.catalog.initialize
-        candidate = session.matcher.match(method, params)
+        if method == "initialize":
+            chosen = self._choose(session, params)
+            if chosen is not None:
+                return chosen
+        matcher = session.matcher
+        if session is self._stateless and self.catalog.sessionless_choice:
+            matcher = self._sessionless_matcher(params)
+        candidate = matcher.match(method, params)
+        if candidate is None and matcher is not session.matcher:
+            candidate = session.matcher.match(method, params)
+        if candidate is None and session.pooled is not None:
+            candidate = session.pooled.match(method, params)
         if candidate is not None:
             return candidate.value
         if method == "ping":
@@ -191,6 +244,47 @@ class MockApp:
                 f"{closest.describe()}")
         return _rpc_error(client_id, -32602 if same else -32601, text,
                           {"closest": {"method": closest.method, "params": closest.params}})
+
+    def _choose(self, session: MockSession, params: Any) -> Reply | None:
+        """Serve this client session from the best-matching recorded session; its handshake."""
+        choice = choose_profile(self.catalog.profiles, params)
+        if choice is None:
+            return self.catalog.initialize
+        profile = choice.profile
+        if session is not self._stateless:
+            session.profile = profile
+            session.pooled = session.matcher
+            session.matcher = profile.index.matcher()
+        self._client_sessions += 1
+        self.choices.append(choice)
+        session.protocol_version = profile.protocol_version
+        if self.log is not None:
+            info = params.get("clientInfo") if isinstance(params, dict) else None
+            name = info.get("name") if isinstance(info, dict) else None
+            version = params.get("protocolVersion") if isinstance(params, dict) else None
+            self.log(f"client session {self._client_sessions} ({name or 'unnamed client'}, "
+                     f"protocol {version or '?'}) served from {profile.describe()}: "
+                     f"{choice.reason}")
+        return profile.initialize
+
+    def _sessionless_matcher(self, params: Any) -> Matcher[Reply]:
+        """A 2026-07-28 request: the answers of the recorded session its `_meta` matches."""
+        choice = choose_profile(self.catalog.profiles, params, sessionless=True)
+        assert choice is not None  # sessionless_choice means there are profiles
+        profile = choice.profile
+        matcher = self._profile_matchers.get(profile.session_id)
+        if matcher is None:
+            matcher = self._profile_matchers[profile.session_id] = profile.index.matcher()
+            self.choices.append(choice)
+            if self.log is not None:
+                self.log(f"sessionless requests like this one served from "
+                         f"{profile.describe()}: {choice.reason}")
+        return matcher
+
+    def _stream_items(self, session: MockSession) -> tuple[ScriptItem, ...]:
+        if session.profile is not None and len(self.catalog.profiles) > 1:
+            return session.profile.stream_items
+        return self.catalog.stream_items
 
     @staticmethod
     def _token(params: Any) -> Any:
@@ -216,7 +310,15 @@ class MockApp:
         assert session is not None
         if request.method == "DELETE":
             self.sessions.pop(session.id, None)
+            session.end()
             return Response(status_code=200)
+        last_event_id = request.headers.get("last-event-id")
+        if last_event_id:
+            resumed = session.events.after(last_event_id)
+            if resumed is not None:
+                log, position = resumed
+                return StreamingResponse(log.follow(position), media_type="text/event-stream",
+                                         headers=self._headers(session))
         if not self.catalog.get_allowed:
             return Response(status_code=405, headers={"Allow": "POST, DELETE"})
         if session.outbox is not None:
@@ -251,8 +353,9 @@ class MockApp:
         except orjson.JSONDecodeError as exc:
             return JSONResponse(_rpc_error(None, -32700, f"Parse error: {exc}"), 400)
         if isinstance(body, list):
-            return JSONResponse(_rpc_error(None, -32600, "ssetap mock: batches are not served"),
-                                400)
+            return await self._batch(request, body)
+        if not isinstance(body, dict):
+            return JSONResponse(_rpc_error(None, -32600, "Invalid Request"), 400)
         message = classify(body)
         if message.kind == REQUEST and message.method == "initialize":
             session = self._new_session()
@@ -291,19 +394,78 @@ class MockApp:
             finally:
                 session.playing.pop(key, None)
             return JSONResponse(response, headers=self._headers(session, sse=False))
-        frames = self._frames(session, answer.items, client_id, token, stop)
+        number, log = session.events.open()
 
-        async def stream() -> AsyncIterator[bytes]:
+        async def produce() -> None:
+            # Written to the store whether or not the client still reads (see event_log).
             try:
-                async for frame in frames:
-                    yield frame
+                async for item, payload in self._play(session, answer.items, client_id, token,
+                                                      stop):
+                    if item.kind == "comment":
+                        log.append(None, self._frame_of(item, payload))
+                        continue
+                    event_id = session.events.event_id(item.event_id)
+                    session.events.add(number, event_id, self._frame_of(item, payload, event_id))
                 if not answer.answered:
                     await stop.wait()  # recorded unanswered: hold the stream open, as it was
             finally:
                 session.playing.pop(key, None)
+                log.close()
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
+        session.spawn(produce())
+        return StreamingResponse(log.follow(), media_type="text/event-stream",
                                  headers=self._headers(session))
+
+    async def _batch(self, request: Request, body: list[Any]) -> Response:
+        """A JSON-RPC batch: answered as a JSON array where the session's version allows it."""
+        found, refusal = self._session_of(request)
+        if refusal is not None:
+            return refusal
+        assert found is not None
+        session = found
+        version = session.protocol_version
+        if not body or version is None or version >= "2025-06-18":
+            why = (f"protocol version {version} does not allow them (removed in 2025-06-18)"
+                   if version else "the session has no protocol version that allows them")
+            return JSONResponse(_rpc_error(None, -32600, f"ssetap mock: batches refused: {why}"),
+                                400)
+        requests = []
+        for element in body:
+            message = classify(element) if isinstance(element, dict) else None
+            if message is None:
+                return JSONResponse(_rpc_error(None, -32600, "Invalid Request in batch"), 400)
+            if message.kind == REQUEST:
+                requests.append(element)
+            else:
+                self._client_message(session, message)
+        if not requests:
+            return Response(status_code=202, headers=self._headers(session, sse=False))
+        answers = await asyncio.gather(*(self._batch_answer(session, r) for r in requests))
+        return JSONResponse([a for a in answers if a is not None],
+                            headers=self._headers(session, sse=False))
+
+    async def _batch_answer(self, session: MockSession, body: dict[str, Any]) -> Any:
+        """One request of a batch: its response payload when due (the rest to the session
+        stream, as a JSON reply would)."""
+        client_id = body.get("id")
+        params = body.get("params")
+        answer = self._answer(session, str(body.get("method") or ""), params, client_id)
+        if isinstance(answer, dict):
+            return answer
+        stop = asyncio.Event()
+        key = id_key(client_id)
+        session.playing[key] = stop
+        response = None
+        try:
+            async for item, payload in self._play(session, answer.items, client_id,
+                                                  self._token(params), stop):
+                if item.role == RESPONSE:
+                    response = payload
+                elif session.outbox is not None and item.kind == "message":
+                    session.outbox.put_nowait(self._frame_of(item, payload))
+        finally:
+            session.playing.pop(key, None)
+        return response
 
     def _new_session(self) -> MockSession:
         if self.catalog.stateless:
@@ -321,7 +483,7 @@ class MockApp:
 
         async def schedule() -> None:
             never = asyncio.Event()
-            async for frame in self._frames(session, self.catalog.stream_items, None, None,
+            async for frame in self._frames(session, self._stream_items(session), None, None,
                                             never):
                 outbox.put_nowait(frame)
 
@@ -353,10 +515,7 @@ class MockApp:
             finally:
                 # The legacy session lives as long as its stream.
                 self.sessions.pop(session.id, None)
-                for pending in list(session.tasks):
-                    pending.cancel()
-                for stop in session.playing.values():
-                    stop.set()
+                session.end()
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers=dict(_SSE_HEADERS))
@@ -373,18 +532,30 @@ class MockApp:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
             return Response("Could not parse message", status_code=400)
+        if isinstance(body, list) and body and all(isinstance(m, dict) for m in body):
+            # 2024-11-05 allows batches; every answer goes out on the stream anyway.
+            for element in body:
+                self._legacy_message(session, element)
+            return Response("Accepted", status_code=202)
         message = classify(body) if isinstance(body, dict) else None
         if message is None or message.kind not in (REQUEST, NOTIFICATION, "result", "error"):
             return Response("Could not parse message", status_code=400)
+        self._legacy_message(session, body)
+        return Response("Accepted", status_code=202)
+
+    def _legacy_message(self, session: MockSession, body: dict[str, Any]) -> None:
+        """One client message on the legacy transport: its answer goes out on the stream."""
+        message = classify(body)
         if message.kind != REQUEST:
             self._client_message(session, message)
-            return Response("Accepted", status_code=202)
+            return
         client_id = body.get("id")
         answer = self._answer(session, message.method or "", body.get("params"), client_id)
         outbox = session.outbox
+        assert outbox is not None
         if isinstance(answer, dict):
             outbox.put_nowait(self._frame(ScriptItem(0, "message"), orjson.dumps(answer).decode()))
-            return Response("Accepted", status_code=202)
+            return
         stop = asyncio.Event()
         key = id_key(client_id)
         session.playing[key] = stop
@@ -398,10 +569,7 @@ class MockApp:
             finally:
                 session.playing.pop(key, None)
 
-        task = asyncio.create_task(play())
-        session.tasks.add(task)
-        task.add_done_callback(session.tasks.discard)
-        return Response("Accepted", status_code=202)
+        session.spawn(play())
 
 
 # --- Running it -------------------------------------------------------------------------------
@@ -411,10 +579,21 @@ class MockServer(AppServer):
     """A mock serving a catalog (see MockApp) from a background thread."""
 
     def __init__(self, catalog: Catalog, *, host: str = "127.0.0.1", port: int = 0,
-                 timing: Timing = RECORDED) -> None:
-        self.mock = MockApp(catalog, timing)
+                 timing: Timing = RECORDED, host_rules: HostRules | None = None,
+                 log: Callable[[str], None] | None = None,
+                 faults: FaultConfig | None = None) -> None:
+        self.mock = MockApp(catalog, timing, log)
+        app: Any = self.mock.app
+        self.faults: FaultMiddleware | None = None
+        if faults is not None and faults.specs:
+            # `--fault`: the mock misbehaves on purpose (replay.mock_faults).
+            from replay.mock_faults import FaultMiddleware
+
+            app = self.faults = FaultMiddleware(app, faults)
+        # Host and Origin checked before the mock (or a fault) sees a request (DNS rebinding).
+        self.guard = HostGuard(app, host_rules or HostRules.for_listener(host))
         try:
-            super().__init__(self.mock.app, host=host, port=port, name="ssetap-mock")
+            super().__init__(self.guard, host=host, port=port, name="ssetap-mock")
         except AppServerError as exc:
             raise MockError(str(exc)) from None
 
@@ -439,10 +618,11 @@ class MockServer(AppServer):
 
 
 def serve_capture(capture: str, *, session: str | None = None, host: str = "127.0.0.1",
-                  port: int = 0, timing: Timing = RECORDED) -> MockServer:
+                  port: int = 0, timing: Timing = RECORDED,
+                  faults: FaultConfig | None = None) -> MockServer:
     """Load a capture and start a mock for it (in a background thread); call `.stop()`."""
     from replay.catalog import build_catalog
     from replay.recording import load_recordings
 
     catalog = build_catalog(load_recordings(capture, session, with_streams=True))
-    return MockServer(catalog, host=host, port=port, timing=timing).start()
+    return MockServer(catalog, host=host, port=port, timing=timing, faults=faults).start()

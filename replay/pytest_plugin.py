@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 def _replay_options(*, timing: str = "fast", ignore: Sequence[str | os.PathLike[str]] = (),
                     ignore_rules: str = "", default_ignores: bool = True,
-                    latency_threshold: str = "2x+250ms", headers: dict[str, str] | None = None,
+                    latency_threshold: str | None = None, fail_on_slow: bool = False,
+                    latency_samples: int = 3, headers: dict[str, str] | None = None,
                     timeout: float = 30.0, transport: str = "auto", only: Sequence[str] = (),
                     skip: Sequence[str] = ()) -> Any:
     from pathlib import Path
@@ -46,9 +47,12 @@ def _replay_options(*, timing: str = "fast", ignore: Sequence[str | os.PathLike[
     return ReplayOptions(
         timing=parse_timing(timing),
         diff=DiffOptions(tuple(rules), volatile_values=default_ignores),
-        latency=parse_latency_limit(latency_threshold),
+        latency=parse_latency_limit(latency_threshold or "2x+250ms"),
         headers=tuple((headers or {}).items()),
         timeout=timeout, transport=transport, only=tuple(only), skip=tuple(skip),
+        # As on the command line: a threshold given opts in to failing on latency.
+        fail_on_slow=fail_on_slow or latency_threshold not in (None, "off"),
+        latency_samples=latency_samples,
     )
 
 
@@ -69,7 +73,8 @@ def ssetap_replay() -> Callable[..., ReplayResult]:
     """`ssetap_replay(db_path, target=url, **options)`: replay, fail the test on any difference.
 
     Options: session, timing ("fast", "recorded", "xN"), ignore (rules files),
-    ignore_rules (rules text), default_ignores, latency_threshold, headers (dict),
+    ignore_rules (rules text), default_ignores, latency_threshold (fails on slow calls),
+    fail_on_slow, latency_samples, headers (dict),
     timeout, transport, only, skip, and check=False to get the result without failing.
     """
 
@@ -90,16 +95,23 @@ def ssetap_mock() -> Iterator[Callable[..., str]]:
     """`ssetap_mock(db_path, session=None, timing="recorded", transport="auto")` -> URL.
 
     The URL is the recorded transport's endpoint (`transport="sse"` or `"streamable-http"`
-    picks one); every mock started by the test stops at teardown.
+    picks one); every mock started by the test stops at teardown. `faults=[...]` (specs as
+    for `--fault`, with `fault_after`, `fault_every`, `fault_sessions`) makes it misbehave.
     """
     servers: list[MockServer] = []
 
     def start(db_path: str | os.PathLike[str], *, session: str | None = None,
-              timing: str = "recorded", transport: str = "auto") -> str:
+              timing: str = "recorded", transport: str = "auto", faults: Sequence[str] = (),
+              fault_after: str | float | None = None, fault_every: str | float | None = None,
+              fault_sessions: int | None = None) -> str:
+        from recorder.faults import fault_config
         from replay.mock import serve_capture
         from replay.plan import parse_timing
 
-        server = serve_capture(str(db_path), session=session, timing=parse_timing(timing))
+        config = fault_config(faults, after=fault_after, every=fault_every,
+                              sessions=fault_sessions) if faults else None
+        server = serve_capture(str(db_path), session=session, timing=parse_timing(timing),
+                               faults=config)
         servers.append(server)
         if transport == "auto":
             return server.recorded_url

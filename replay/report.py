@@ -36,14 +36,16 @@ def call_lines(call: CallResult, *, label_width: int = 32) -> list[str]:
     timing = f"{_ms(call.latency_ms):>10}"
     if call.recorded_latency_ms is not None:
         timing += f"  (recorded {_ms(call.recorded_latency_ms)})"
-    lines = [f"  #{call.ordinal:<4} {label:<{label_width}} {status:<8} {timing}".rstrip()]
+    # The recorded id too, so a line can be found in `ssetap show` (which lists calls by id).
+    rid = f"id {call.recorded_id}" if call.recorded_id is not None else ""
+    lines = [f"  #{call.ordinal:<4} {rid:<8} {label:<{label_width}} {status:<8} {timing}".rstrip()]
     shown = call.differences[:_SHOWN_DIFFERENCES]
     lines.extend(f"          {difference_line(d)}" for d in shown)
     if len(call.differences) > len(shown):
         lines.append(f"          ... and {len(call.differences) - len(shown)} more differences")
     if call.detail:
         lines.append(f"          {call.detail}")
-    if call.slow and call.status != "slow":
+    if call.slow and call.status not in ("slow", MATCH):
         lines.append("          also slower than recorded beyond the latency threshold")
     return lines
 
@@ -110,7 +112,8 @@ def _difference_json(difference: Difference) -> dict[str, Any]:
 
 def call_json(call: CallResult) -> dict[str, Any]:
     return {
-        "ordinal": call.ordinal, "method": call.method, "name": call.name,
+        "ordinal": call.ordinal, "recorded_id": call.recorded_id, "method": call.method,
+        "name": call.name,
         "status": call.status, "latency_ms": call.latency_ms,
         "recorded_latency_ms": call.recorded_latency_ms, "slow": call.slow,
         "differences": [_difference_json(d) for d in call.differences],

@@ -36,6 +36,8 @@ class CallResult:
     differences: tuple[Difference, ...] = ()
     detail: str | None = None
     slow: bool = False
+    # The recorded JSON-RPC id as JSON text, as `ssetap show` prints it (None if synthetic).
+    recorded_id: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from recorder.model import SEVERITIES, severity_rank
+from recorder.model import SEVERITIES
 from recorder.usage import UsageError
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ def register(sub: Any) -> None:
                    help="deadline for a response, e.g. 30s (default: the recording's, or 60s)")
     p.add_argument("--config", metavar="FILE",
                    help="JSON file of check thresholds (fields of recorder.health.HealthConfig)")
+    p.add_argument("--include-injected", action="store_true",
+                   help="let flags caused by --fault injections count for --fail-on too")
     p.add_argument("--no-store", action="store_true",
                    help="do not write the flags into the capture")
     p.set_defaults(func=run)
@@ -42,6 +44,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from recorder.check import (
+        fails,
         human_report,
         json_report,
         junit_report,
@@ -50,17 +53,20 @@ def run(args: argparse.Namespace) -> int:
         stored_config,
     )
     from recorder.health import HealthConfigError
+    from recorder.redact import mixed_warning
     from recorder.store import Capture, StoreError
 
     try:
         with Capture(args.db) as capture:
             stored_options = stored_config(capture)
+            warning = mixed_warning(capture.meta(), args.db)
+        if warning:
+            print(warning, file=sys.stderr)
         config = _config(args, stored_options)
     except HealthConfigError as exc:
         raise UsageError(str(exc)) from None
     result, config = run_check(args.db, config)
-    threshold = severity_rank(args.fail_on)
-    failed = any(severity_rank(f.severity) >= threshold for f in result.flags)
+    failed = any(fails(f, args.fail_on, args.include_injected) for f in result.flags)
     stored = False
     if not args.no_store:
         try:
@@ -70,14 +76,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"ssetap: note: flags not stored in the capture ({exc})", file=sys.stderr)
     if args.junit:
         try:
-            Path(args.junit).write_bytes(junit_report(result, args.fail_on))
+            Path(args.junit).write_bytes(junit_report(result, args.fail_on,
+                                                     include_injected=args.include_injected))
         except OSError as exc:
             raise UsageError(f"cannot write {args.junit}: {exc.strerror}") from None
     if args.json:
         report = json_report(result, config, args.fail_on, failed, stored)
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(human_report(result, args.fail_on))
+        print(human_report(result, args.fail_on, include_injected=args.include_injected))
     return 1 if failed else 0
 
 

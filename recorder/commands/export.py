@@ -69,7 +69,7 @@ def open_private(path: str) -> IO[bytes]:
 def run(args: argparse.Namespace) -> int:
     from recorder.exporting import ExportOptions
     from recorder.formats import exporter
-    from recorder.redact import Redactor
+    from recorder.redact import MIXED, RAW, Redactor
     from recorder.store import Capture
 
     with Capture(args.db) as capture:
@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"no session {args.session!r} in {args.db} "
                                  "(see `ssetap sessions`)")
             session_id = int(session["id"])
-        recorded_raw = capture.meta().get("redaction", "").startswith("off")
+        # A raw or mixed capture (raw and redacted recordings appended) is redacted on export.
+        recorded_raw = capture.meta().get("redaction") in (RAW, MIXED)
         redactor = None
         if recorded_raw and not args.raw:
             from pathlib import Path

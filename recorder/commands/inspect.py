@@ -33,10 +33,14 @@ def _dump(value: Any) -> None:
 
 def run_sessions(args: argparse.Namespace) -> int:
     from recorder import report
+    from recorder.redact import mixed_warning
     from recorder.store import Capture
 
     with Capture(args.db) as capture:
         sessions = capture.sessions()
+        warning = mixed_warning(capture.meta(), args.db)
+    if warning:
+        print(warning, file=sys.stderr)
     if args.json:
         _dump([report.session_json(s) for s in sessions])
     elif not sessions:

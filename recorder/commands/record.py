@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from recorder.fault_options import add_fault_arguments, fault_config_from
 from recorder.usage import UsageError
+
+if TYPE_CHECKING:
+    from recorder.faults import FaultConfig
 
 
 def register(sub: Any) -> None:
@@ -21,15 +25,30 @@ def register(sub: Any) -> None:
                    "http://127.0.0.1:8000")
     p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to listen on "
                    "(default 127.0.0.1:8080; port 0 picks a free one)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a --listen address "
+                   "that is not loopback (a warning is printed; regular mode also needs "
+                   "--proxy-auth and --allow-upstream)")
+    p.add_argument("--proxy-auth", metavar="USER:PASS|@HTPASSWD", help="regular mode: clients "
+                   "must authenticate (mitmproxy's proxyauth; @FILE reads an htpasswd file and "
+                   "keeps the password out of the process list)")
+    p.add_argument("--allow-upstream", action="append", metavar="HOST:PORT", help="regular "
+                   "mode: forward (and CONNECT) only to these; repeatable")
     p.add_argument("--db", required=True, help="capture file (SQLite) to write")
     p.add_argument("--mode", choices=["reverse", "regular"], default="reverse",
                    help="reverse proxy in front of --upstream (default), or a regular HTTP(S) "
                    "proxy for clients configured with HTTP_PROXY")
     p.add_argument("--raw", action="store_true", help="store secrets unredacted (opt-in)")
+    p.add_argument("--redact-path", action="append", metavar="[METHOD[:NAME]] PATH",
+                   help="also redact this JSON path of MCP messages, e.g. "
+                   "'$.params.arguments.password' or 'tools/call:login $.params.arguments.*'; "
+                   "repeatable")
+    p.add_argument("--redact-rules", metavar="FILE", help="file of redact paths, one "
+                   "`[METHOD[:NAME]] PATH` a line (the syntax of replay's ignore rules)")
     p.add_argument("--request-timeout", help="flag calls unanswered after this long, e.g. 30s")
     p.add_argument("--check-config", metavar="FILE", help="JSON file of thresholds for the live "
                    "checks (the same as `ssetap check --config`)")
     p.add_argument("--quiet", action="store_true", help="only print errors")
+    add_fault_arguments(p, "proxy")
     p.add_argument("--otlp-endpoint", metavar="URL", help="also push spans live over OTLP/HTTP "
                    "(protobuf) to this OpenTelemetry backend, e.g. http://127.0.0.1:4318 "
                    "(POSTs to URL/v1/traces); batched, never blocks recording")
@@ -41,6 +60,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from recorder.proxy import ProxyConfig, ProxyError, parse_listen, parse_upstream, run_proxy
 
+    faults = fault_config_from(args)  # validated before anything starts
     try:
         host, port = parse_listen(args.listen)
         from recorder.compat import refuse_exposed_listen
@@ -54,9 +74,12 @@ def run(args: argparse.Namespace) -> int:
             upstream: str | None = parse_upstream(args.upstream)
         else:
             upstream = None
+        allow, proxy_auth = _exposure(args, host)
         config = ProxyConfig(db=args.db, listen_host=host, listen_port=port, mode=args.mode,
-                             upstream=upstream, raw=args.raw, checks=_checks_json(args),
-                             quiet=args.quiet, otlp=_otlp_json(args))
+                             upstream=upstream, raw=args.raw, checks=_checks_json(args, faults),
+                             quiet=args.quiet, redact_paths=redact_paths(args),
+                             proxy_auth=proxy_auth, allow_upstream=allow,
+                             faults=faults.to_json() if faults else "", otlp=_otlp_json(args))
         _check_writable(args.db)
         code = run_proxy(config)
     except ProxyError as exc:
@@ -66,16 +89,70 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _checks_json(args: argparse.Namespace) -> str:
+def _exposure(args: argparse.Namespace, host: str) -> tuple[tuple[tuple[str, int], ...],
+                                                             str | None]:
+    """The listen rules (recorder.listen.check_exposure); prints the warning they ask for."""
+    from recorder.listen import ListenError, check_exposure, parse_hostport
+
+    if args.mode != "regular" and (args.proxy_auth or args.allow_upstream):
+        raise UsageError("--proxy-auth and --allow-upstream are for --mode regular (a reverse "
+                         "proxy only forwards to --upstream)")
+    if args.proxy_auth is not None and (args.proxy_auth.strip().lower() == "any"
+                                        or ":" not in args.proxy_auth
+                                        and not args.proxy_auth.startswith("@")):
+        raise UsageError("--proxy-auth needs USER:PASS or @HTPASSWD_FILE")
+    try:
+        allow = tuple(parse_hostport(v) for v in args.allow_upstream or ())
+        warning = check_exposure(host, mode=args.mode, allow_remote=args.allow_remote,
+                                 proxy_auth=bool(args.proxy_auth), allow=allow)
+    except ListenError as exc:
+        raise UsageError(str(exc)) from None
+    if warning:
+        print(f"ssetap: {warning}", file=sys.stderr, flush=True)
+    return allow, args.proxy_auth
+
+
+def redact_paths(args: argparse.Namespace) -> str:
+    """The redact path rules of `--redact-path` and `--redact-rules`, checked, one a line."""
+    from recorder.json_paths import PathError, parse_rules
+
+    lines = list(getattr(args, "redact_path", None) or [])
+    rules_file = getattr(args, "redact_rules", None)
+    if rules_file:
+        try:
+            with open(rules_file, encoding="utf-8") as f:
+                lines.append(f.read())
+        except OSError as exc:
+            raise UsageError(f"cannot read {rules_file}: {exc.strerror}") from None
+    text = "\n".join(lines)
+    try:
+        parse_rules(text, rules_file or "--redact-path")
+    except PathError as exc:
+        raise UsageError(str(exc)) from None
+    if text.strip() and getattr(args, "raw", False):
+        raise UsageError("--raw stores everything as it came; it cannot be combined with "
+                         "--redact-path or --redact-rules")
+    return text
+
+
+def _checks_json(args: argparse.Namespace, faults: FaultConfig | None = None) -> str:
     """The live checks' options, validated here so a typo fails before the proxy starts."""
+    from recorder.faults import idle_cut_seconds
     from recorder.health import HealthConfigError
     from recorder.live import load_config
 
     options = _checks_options(args)
     try:
-        load_config(options)
+        config = load_config(options)
     except HealthConfigError as exc:
         raise UsageError(str(exc)) from None
+    cuts = set(idle_cut_seconds(faults.specs)) if faults else set()
+    if cuts - set(config.idle_timeouts):
+        # `--fault idle-cut=D` closes streams at D: the live idle-timeout-close check must
+        # know that deadline (added to the configured ones).
+        data = orjson.loads(options)
+        data["idle_timeouts"] = sorted(set(config.idle_timeouts) | cuts)
+        options = orjson.dumps(data).decode()
     return options
 
 
@@ -133,8 +210,13 @@ def _summarise(db: str) -> None:
             meta = capture.meta()
     except StoreError:
         return
-    print(f"ssetap: recorded {counts['sessions']} sessions, {counts['exchanges']} HTTP exchanges, "
-          f"{counts['messages']} messages, {counts['sse_events']} SSE events and comments "
+    def n(count: int, one: str, many: str) -> str:
+        return f"{count} {one if count == 1 else many}"
+
+    print(f"ssetap: recorded {n(counts['sessions'], 'session', 'sessions')}, "
+          f"{n(counts['exchanges'], 'HTTP exchange', 'HTTP exchanges')}, "
+          f"{n(counts['messages'], 'message', 'messages')}, "
+          f"{n(counts['sse_events'], 'SSE event or comment', 'SSE events and comments')} "
           f"into {db}", file=sys.stderr)
     pushed = meta.get("otlp_push")
     if pushed:

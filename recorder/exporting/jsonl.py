@@ -19,6 +19,7 @@ import orjson
 
 from recorder.exporting import ExportOptions
 from recorder.exporting.redaction import RowRedaction
+from recorder.redact import REDACTED
 from recorder.store import SCHEMA_VERSION, TABLES, Capture
 from recorder.store_archive import meta_rows, table_count, table_rows
 
@@ -43,7 +44,7 @@ def export(capture: Capture, out: IO[bytes], options: ExportOptions) -> int:
                      "schema_version": SCHEMA_VERSION, "session": options.session_id}))
     for key, value in meta_rows(capture):
         if redaction and key == "redaction":
-            value = "hmac-sha256 pseudonyms (applied on export)"
+            value = REDACTED  # redacted again on the way out
         out.write(_line({"type": "meta", "key": key, "value": value}))
     totals = {t: table_count(capture, t, options.session_id) for t in TABLES}
     grand_total = sum(totals.values())

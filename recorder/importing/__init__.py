@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recorder.ingest import Ingest, RawEvent
-from recorder.redact import Redactor
+from recorder.redact import RAW, REDACTED, Redactor, redaction_after
+from recorder.redact_stage import RedactionStage
 from recorder.store import Capture, StoreWriter
 
 
@@ -48,12 +49,14 @@ def ingest_events(db: Path, events: Iterable[tuple[float, int, RawEvent]], *, ra
 
     ordered = sorted(events, key=lambda item: (item[0], item[1]))
     before = _counts(db)
+    previous = _redaction(db)
     writer = StoreWriter(db)
     try:
         redactor = Redactor(None if raw else load_key(db))
-        writer.set_meta("redaction", "off (raw capture)" if raw else "hmac-sha256 pseudonyms")
+        writer.set_meta("redaction", redaction_after(previous, RAW if raw else REDACTED))
         writer.set_meta("imported_from", source)
-        ingest = Ingest(writer, redactor)
+        # The recorder's own redaction stage in front of the writer, as while recording.
+        ingest = Ingest(RedactionStage(writer, redactor), redactor)
         last = 0.0
         for t, _, event in ordered:
             ingest.feed(event)
@@ -63,6 +66,13 @@ def ingest_events(db: Path, events: Iterable[tuple[float, int, RawEvent]], *, ra
         writer.close()
     after = _counts(db)
     return after[0] - before[0], after[1] - before[1]
+
+
+def _redaction(db: Path) -> str | None:
+    if not db.exists() or not db.stat().st_size:
+        return None
+    with Capture(db) as capture:
+        return capture.meta().get("redaction")
 
 
 def _counts(db: Path) -> tuple[int, int]:

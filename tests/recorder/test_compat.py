@@ -9,7 +9,8 @@ import time
 import pytest
 
 from recorder.cli import main
-from recorder.compat import is_loopback, refuse_exposed_listen, smuggling_risk
+from recorder.compat import refuse_exposed_listen, smuggling_risk
+from recorder.listen import is_loopback
 
 
 @pytest.mark.parametrize(("h11", "risky"), [

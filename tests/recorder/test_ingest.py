@@ -126,3 +126,25 @@ def test_gzip_encoded_sse_is_inflated_for_parsing_and_stored_as_sent(tmp_path):
     (stream,) = capture.streams(1)
     assert stream["content_encoding"] == "gzip" and (stream["events"], stream["comments"]) == (1, 1)
     assert b"".join(c["data"] for c in capture.chunks(stream["id"])) == wire
+
+
+def test_sessionless_get_answered_405_stays_in_its_session(tmp_path):
+    """A stateless server's client opens the standalone GET without a session id (the TS
+    SDK, mcp-remote): the 405 belongs to that client's session, for show, the TUI and serve."""
+    init = '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}'
+    capture, _ = run(tmp_path, [
+        post("a", 1.0, init), ("h", "a", 1.01, 200, "OK", JSON, True),
+        ("c", "a", 1.01, b'{"jsonrpc":"2.0","id":0,"result":{}}'), ("e", "a", 1.02, None),
+        ("q", "g", 1.1, "GET", "http://s:1/mcp", "HTTP/1.1", [("Accept", "text/event-stream")],
+         None, "127.0.0.1:5001"),
+        ("h", "g", 1.11, 405, "Method Not Allowed", [("Allow", "POST")], False),
+        ("e", "g", 1.12, None),
+        # Another client (another user agent) with no session yet: its GET is left alone.
+        ("q", "o", 1.2, "GET", "http://s:1/mcp", "HTTP/1.1",
+         [("Accept", "text/event-stream"), ("User-Agent", "other")], None, "127.0.0.1:5002"),
+        ("h", "o", 1.21, 405, "Method Not Allowed", [("Allow", "POST")], False),
+        ("e", "o", 1.22, None),
+    ])
+    (session,) = capture.sessions()
+    exchanges = capture.exchanges(session["id"])
+    assert [(e["method"], e["status"]) for e in exchanges] == [("POST", 200), ("GET", 405)]

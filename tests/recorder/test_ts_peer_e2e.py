@@ -55,7 +55,10 @@ def everything() -> Iterator[Any]:
 async def drive(url: str, transport: str) -> int:
     from mcp import ClientSession, types
     from mcp.client.sse import sse_client
-    from mcp.client.streamable_http import streamablehttp_client
+    try:  # the name since mcp 1.24, and the only one in mcp 2
+        from mcp.client.streamable_http import streamable_http_client
+    except ImportError:
+        from mcp.client.streamable_http import streamablehttp_client as streamable_http_client
 
     async def sampling(context: Any, params: types.CreateMessageRequestParams) -> Any:
         return types.CreateMessageResult(role="assistant", model="test-model",
@@ -66,7 +69,7 @@ async def drive(url: str, transport: str) -> int:
     async def on_progress(p: float, total: float | None, message: str | None) -> None:
         progress.append(p)
 
-    opener = sse_client(url) if transport == "sse" else streamablehttp_client(url)
+    opener = sse_client(url) if transport == "sse" else streamable_http_client(url)
     async with opener as streams:
         async with ClientSession(streams[0], streams[1], sampling_callback=sampling) as session:
             await session.initialize()

@@ -252,7 +252,9 @@ def test_verdicts() -> None:
     assert (verdict.status, verdict.detail) == (ERROR, "JSON-RPC error -32602: bad")
     assert judge(step, LiveOutcome(missing="no response within 30 s")).status == MISSING
     assert judge(step, LiveOutcome(failure="HTTP 500: oops")).status == ERROR
-    assert judge(step, LiveOutcome(live, 900.0)).status == SLOW
+    assert judge(step, LiveOutcome(live, 900.0), fail_on_slow=True).status == SLOW
+    reported = judge(step, LiveOutcome(live, 900.0))  # not asked: reported, not failed
+    assert reported.status == MATCH and reported.slow and "reported" in (reported.detail or "")
     slow_and_changed = judge(step, LiveOutcome(changed, 900.0))
     assert slow_and_changed.status == DIFFERS and slow_and_changed.slow
     # A recorded error that stays the same error matches.

@@ -7,6 +7,7 @@ review the diff of the golden files like any other code change.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ def sample_result() -> ReplayResult:
         CallResult(7, "tools/call", "hang", "match", None, None,
                    detail="recorded without a response (cancelled); not compared"),
     )
+    # Recorded ids as `ssetap show` prints them (the SDK counts from 0).
+    calls = tuple(replace(c, recorded_id=str(c.ordinal - 1)) for c in calls)
     session = SessionResult(1, "legacy:7fb89628c5ceccccd6e3f7c99d0480bd", "sse",
                             "streamable-http", calls,
                             (("server requests answered from the recording "

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
 
+from recorder.faults import injected_spec
 from recorder.model import severity_rank
 from tui.rows import format_offset
 
@@ -42,9 +43,14 @@ class FlagsPanel(DataTable[Any]):
         self.clear()
         for number, flag in enumerate(self.flags):
             severity = flag["severity"]
+            kind = Text(flag["kind"])
+            spec = injected_spec(flag.get("details"))
+            if spec is not None:  # caused by `record --fault`: not a natural fault
+                kind.append(" injected", style="italic magenta")
             self.add_row(Text(severity[:4], style=SEVERITY_STYLES.get(severity, "")),
                          Text(format_offset(flag["t"] - self.started_at), style="dim"),
-                         flag["kind"], flag["message"], key=str(number))
+                         kind, flag["message"] + (f" [injected: {spec}]" if spec else ""),
+                         key=str(number))
         if not self.flags:
             self.add_row("", "", Text("no flags", style="dim"), "")
         elif keep < len(self.flags):
