@@ -516,9 +516,15 @@ def recorded_rows(db: Path) -> int:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
         try:
             (value,) = con.execute("SELECT coalesce(max(id), 0) FROM sse_events").fetchone()
+            # What the recorder shed under overload is accounted for too (capture_gaps).
+            try:
+                (shed,) = con.execute("SELECT coalesce(sum(events), 0) FROM capture_gaps"
+                                      ).fetchone()
+            except sqlite3.OperationalError:
+                shed = 0
         finally:
             con.close()
-        return int(value)
+        return int(value) + int(shed)
     except sqlite3.Error:
         return 0
 
@@ -546,20 +552,31 @@ def verify_capture(proxy: Proxy) -> dict[str, Any]:
             " (SELECT count(*) FROM sse_events e WHERE e.stream_id = s.id AND e.kind = 'comment'),"
             " (SELECT count(*) FROM messages m WHERE m.stream_id = s.id)"
             " FROM streams s ORDER BY s.id").fetchall()
+        try:
+            shed = dict(con.execute("SELECT stream_id, coalesce(sum(events), 0) FROM capture_gaps"
+                                    " GROUP BY stream_id").fetchall())
+        except sqlite3.OperationalError:
+            shed = {}
     finally:
         con.close()
     expected_events = sum(e for e, _ in proxy.streams)
     recorded_events = sum(r[2] for r in rows)
+    # A stream the recorder shed part of (an overload: it never queues without bound) must
+    # account for every event and comment as recorded or shed (capture_gaps).
     mismatches = [
         {"stream": i, "expected_events": exp[0], "recorded_events": got[2],
-         "expected_comments": exp[1], "recorded_comments": got[3], "close_reason": got[1]}
+         "expected_comments": exp[1], "recorded_comments": got[3], "close_reason": got[1],
+         "shed": shed.get(got[0], 0)}
         for i, (exp, got) in enumerate(zip(proxy.streams, rows))
-        if (exp[0], exp[1]) != (got[2], got[3]) or got[1] != "end"
+        if ((exp[0], exp[1]) != (got[2], got[3]) and not shed.get(got[0]))
+        or exp[0] + exp[1] != got[2] + got[3] + shed.get(got[0], 0) or got[1] != "end"
     ]
+    total_shed = sum(shed.values())
     return {
         "streams_expected": len(proxy.streams), "streams_recorded": len(rows),
         "events_expected": expected_events, "events_recorded": recorded_events,
-        "events_lost": expected_events - recorded_events,
+        "events_shed": total_shed,
+        "events_lost": expected_events - recorded_events - total_shed,
         "messages_recorded": sum(r[4] for r in rows), "mismatches": mismatches,
     }
 
@@ -667,9 +684,12 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
             raise BenchError(f"ssetap did not record the paced stream:\n{_tail(proxy.log)}")
         run.exit_code = await stop_proxy(proxy)
         if proxy.kind == "ssetap":
-            if run.exit_code != 0:
+            # 3: the recorder shed part of the burst (recorded as gaps, checked below).
+            if run.exit_code not in (0, 3):
                 raise BenchError(f"ssetap record exited {run.exit_code}:\n{_tail(proxy.log)}")
             run.capture = verify_capture(proxy)
+            if run.exit_code == 3 and not run.capture["events_shed"]:
+                raise BenchError(f"ssetap record exited 3 with nothing shed:\n{_tail(proxy.log)}")
 
     lat = _pcts(burst.latencies)
     plat = _pcts(paced.latencies)
@@ -681,6 +701,8 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
         extra += f" | drain {drain:.2f} s"
     if run.capture:
         extra += f" | lost {run.capture['events_lost']}"
+        if run.capture.get("events_shed"):
+            extra += f" | shed {run.capture['events_shed']}"
     progress(f"round {rnd}/{cfg.rounds} {MODE_LABEL[mode]:<16} {cfg.events} ev in "
              f"{burst.seconds:5.2f} s = {burst.eps:9,.0f} ev/s | burst p50/p99 "
              f"{lat[0]:.1f}/{lat[1]:.1f} ms | paced p50/p99 {plat[0]:.2f}/{plat[1]:.2f} ms"
@@ -771,7 +793,8 @@ async def run_long(cfg: Config, proxy: Proxy,
         runs.append(await run_long_stream(cfg, proxy, server, cfg.long_rate))
     runs.append(await run_long_stream(cfg, proxy, server, 0.0))
     code = await stop_proxy(proxy)
-    capture = verify_capture(proxy) if code == 0 else {"exit_code": code, "events_lost": None}
+    capture = verify_capture(proxy) if code in (0, 3) else {"exit_code": code,
+                                                             "events_lost": None}
     capture["exit_code"] = code
     progress(f"long streams: recorder exit {code}, capture {capture.get('events_recorded')}/"
              f"{capture.get('events_expected')} events, lost {capture.get('events_lost')}")

@@ -6,18 +6,29 @@ Use it inside `ssetap record`, or on its own:
 Design notes:
 - Every response is streamed (`flow.response.stream` set in `responseheaders`), so SSE bytes
   reach the client as soon as the server writes them, byte for byte. The tap appends
-  (flow, time, bytes) to a deque and returns the bytes unchanged: O(1) on the event loop.
-- A sender thread ships the deque in batches to `recorder.worker`, a separate process, which
-  does all parsing and writing. If that process dies, recording stops with one log line;
-  traffic keeps flowing.
+  (code, flow, time, bytes) to a deque and returns the bytes unchanged: O(1) on the event loop,
+  and nothing on it ever waits for the recorder.
+- A sender thread ships the deque in frames (recorder.wire) to `recorder.worker`, a separate
+  process that does all parsing and writing, through a non-blocking pipe: the sender never
+  blocks either, so it always sees how far behind the recorder is.
+- Bounded backlog: past `ssetap_max_backlog` bytes or `ssetap_max_lag_ms` of unshipped facts,
+  the sender sheds stream chunks instead of queueing them (structural facts, small, still go),
+  and ships in their place gap facts that say exactly what was shed; one console line when
+  shedding starts, one when it ends.
+- A dead worker is noticed at once, restarted (a few times at most) into the same capture,
+  and told which flows are still open; what it had not stored becomes a `worker-died` gap.
+- Stopping takes at most `ssetap_stop_timeout_ms`: what cannot be shipped by then becomes a
+  `stopped` gap, and a worker that does not finish in time is killed (its capture is then
+  marked interrupted, like after a crash).
 - Forwarded traffic is never modified; redaction happens on the stored copy in the worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import marshal
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -33,12 +44,26 @@ if __package__ in (None, ""):
 
 from mitmproxy import ctx, exceptions, http
 
+from recorder import wire
+from recorder.ingest import MAX_STORED_BODY
+from recorder.wire import LinkLimits, LinkOutcome
+
 log = logging.getLogger("ssetap")
 
 SEND_INTERVAL = 0.01
 # flow.metadata key set by an addon that answers a request itself (recorder.fault_addon).
 PROXY_ANSWERED = "ssetap_proxy_answered"
 MAX_FRAME_EVENTS = 2000
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_RESTARTS = 3
+# The worker's exit status for a capture it cannot open (recorder.worker): not restarted.
+EXIT_CANNOT_START = 2
+# Shedding lasts at least this long once started, so an overload is a few long gaps and two
+# console lines, not a flicker of tiny gaps. An episode that starts soon after the last one
+# ended (a sustained overload) lasts twice as long as that one, up to the maximum.
+MIN_SHED_SECONDS = 1.0
+MAX_SHED_SECONDS = 8.0
+RECURRENCE_SECONDS = 5.0
 
 
 def _client_addr(flow: http.HTTPFlow) -> str:
@@ -46,15 +71,69 @@ def _client_addr(flow: http.HTTPFlow) -> str:
     return f"{peer[0]}:{peer[1]}" if peer else ""
 
 
-class WorkerLink:
-    """Ships batches of raw events to a `recorder.worker` process over its stdin."""
+def _fact_time(fact: wire.Fact) -> float:
+    """When the proxy saw a fact (a gap fact: when its span ended)."""
+    return float(fact[3] if fact[0] == wire.GAP else fact[2])
 
-    def __init__(self, db: str, raw: bool, config: str, redact_paths: str = "",
-                 otlp: str = "") -> None:
+
+class _Shed:
+    """What is being shed of one flow: a gap fact in the making."""
+
+    __slots__ = ("bytes", "chunks", "events", "t_end", "t_start", "tail")
+
+    def __init__(self, t: float, tail: bytes) -> None:
+        self.t_start = self.t_end = t
+        self.bytes = self.chunks = self.events = 0
+        self.tail = tail
+
+    def add(self, t: float, data: bytes) -> None:
+        self.t_end = t
+        self.bytes += len(data)
+        self.chunks += 1
+        self.events += wire.sse_terminators(data, self.tail)
+        self.tail = (self.tail + data)[-3:] if len(data) < 3 else data[-3:]
+
+
+class WorkerLink:
+    """Ships facts to a `recorder.worker` process over its stdin, within bounded memory."""
+
+    def __init__(self, db: str, raw: bool, config: str, limits: LinkLimits | None = None,
+                 redact_paths: str = "", otlp: str = "") -> None:
+        self.limits = limits or LinkLimits()
+        self._cmd_args = (db, raw, config, redact_paths)
+        self._otlp = otlp
+        self.queue: deque[wire.Fact] = deque()
+        self._held: deque[wire.Fact] = deque()
+        self._held_bytes = 0
+        self._out = memoryview(b"")
+        self._out_t: float | None = None
+        # Open flows: flow id -> [request fact without body, response-headers fact or None,
+        # bytes seen on the wire, last three bytes seen]. Enough to resume them in a new worker.
+        self._flows: dict[str, list[Any]] = {}
+        self._shed: dict[str, _Shed] = {}
+        self._shedding_since: float | None = None
+        self._shed_for = MIN_SHED_SECONDS
+        self._shed_ended = -RECURRENCE_SECONDS
+        self._shed_reason = wire.OVERLOAD
+        self.shed_chunks = self.shed_bytes = self.shed_gaps = 0
+        self._episode = [0, 0, 0]  # chunks, bytes, events of the current shedding episode
+        self.restarts = 0
+        self._dead = False  # no worker any more (restarts used up): facts are dropped
+        self._lost_facts = 0
+        self._stop = threading.Event()
+        self._drain_deadline = 0.0
+        self._hard_deadline = 0.0
+        self.proc = self._spawn(resume=False)
+        self._thread = threading.Thread(target=self._run, name="ssetap-sender", daemon=True)
+        self._thread.start()
+
+    def _spawn(self, *, resume: bool) -> subprocess.Popen[bytes]:
+        db, raw, config, redact_paths = self._cmd_args
         env = dict(os.environ)
         env.pop("SSETAP_OTLP", None)
-        if otlp:
-            env["SSETAP_OTLP"] = otlp  # recorder.otlp_push.ENV_VAR: not in argv (auth headers)
+        if self._otlp:
+            # recorder.otlp_push.ENV_VAR: in the environment, not argv (a backend's auth header)
+            env["SSETAP_OTLP"] = self._otlp
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         # -P: do not put the current directory first on sys.path, or a `recorder` package in
@@ -64,48 +143,272 @@ class WorkerLink:
             cmd.append("--raw")
         if redact_paths:
             cmd += ["--redact-paths", redact_paths]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, bufsize=0)
-        self.queue: deque[tuple[Any, ...]] = deque()
-        self._stop = threading.Event()
-        self._broken = False
-        self._thread = threading.Thread(target=self._run, name="ssetap-sender", daemon=True)
-        self._thread.start()
+        if resume:
+            cmd.append("--resume")
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, bufsize=0)
+        assert proc.stdin is not None
+        os.set_blocking(proc.stdin.fileno(), False)
+        return proc
+
+    # Sender thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stop.wait(SEND_INTERVAL):
-            self._send()
-        self._send()
+        while True:
+            self._take()
+            now = time.monotonic()
+            stopping = self._stop.is_set()
+            if stopping and now >= self._drain_deadline and self._shed_reason != wire.STOPPED:
+                self._start_shedding(wire.STOPPED, now)
+            if not self._dead and self.proc.poll() is not None:
+                self._worker_died()
+            if not stopping:
+                self._check_limits(now)
+            wrote = self._write(now + SEND_INTERVAL)
+            if self._shedding_since is not None and not stopping and not self._held \
+                    and not self._out and now - self._shedding_since >= self._shed_for:
+                self._stop_shedding(now)
+            if stopping:
+                if self._shedding_since is not None and not self.queue:
+                    self._flush_shed()
+                if (not self.queue and not self._held and not self._out) or self._dead \
+                        or now >= self._hard_deadline:
+                    return
+            if not wrote and not self.queue:
+                self._stop.wait(SEND_INTERVAL) if not stopping else time.sleep(0.002)
 
-    def _send(self) -> None:
-        queue = self.queue
+    def _take(self) -> None:
+        """Move what the hooks and taps queued to the held backlog (or shed it)."""
+        queue, held, flows = self.queue, self._held, self._flows
+        shedding = self._shedding_since is not None
+        for _ in range(len(queue)):
+            fact = queue.popleft()
+            code = fact[0]
+            if self._dead:
+                self._lost_facts += 1
+                continue
+            if code == wire.CHUNK:
+                data = fact[3]
+                info = flows.get(fact[1])
+                tail = b""
+                if info is not None:
+                    tail = info[3]
+                    info[2] += len(data)
+                    info[3] = data[-3:] if len(data) >= 3 else (tail + data)[-3:]
+                if shedding:
+                    self._shed_chunk(fact, tail)
+                    continue
+                held.append(fact)
+                self._held_bytes += len(data) + 200
+                continue
+            flow_id = fact[1]
+            if code == wire.REQUEST:
+                flows[flow_id] = [fact[:7] + (None, fact[8], fact[9]), None, 0, b""]
+            elif code == wire.RESPONSE_HEADERS:
+                info = flows.get(flow_id)
+                if info is not None:
+                    info[1] = fact
+            elif code in (wire.END, wire.ERROR):
+                flows.pop(flow_id, None)
+                if shedding and flow_id in self._shed:
+                    self._emit_gap(flow_id, self._shed.pop(flow_id))
+            held.append(fact)
+            self._held_bytes += wire.fact_size(fact)
+
+    def _shed_chunk(self, fact: wire.Fact, tail: bytes) -> None:
+        entry = self._shed.get(fact[1])
+        if entry is None:
+            entry = self._shed[fact[1]] = _Shed(fact[2], tail)
+        before = entry.events
+        entry.add(fact[2], fact[3])
+        self._episode[0] += 1
+        self._episode[1] += len(fact[3])
+        self._episode[2] += entry.events - before
+
+    def _emit_gap(self, flow_id: str, entry: _Shed) -> None:
+        self._held.append((wire.GAP, flow_id, entry.t_start, entry.t_end, entry.bytes,
+                           entry.chunks, entry.events, self._shed_reason, None, entry.tail))
+        self._held_bytes += 400
+        self.shed_chunks += entry.chunks
+        self.shed_bytes += entry.bytes
+        self.shed_gaps += 1
+
+    def _flush_shed(self) -> None:
+        for flow_id, entry in self._shed.items():
+            self._emit_gap(flow_id, entry)
+        self._shed.clear()
+
+    def _lag(self, now_wall: float) -> float:
+        oldest = self._out_t if self._out_t is not None else (
+            _fact_time(self._held[0]) if self._held else None)
+        return 0.0 if oldest is None else now_wall - oldest
+
+    def _check_limits(self, now: float) -> None:
+        if self._shedding_since is not None:
+            return
+        held = self._held_bytes + len(self._out)
+        lag = self._lag(time.time())
+        if held > self.limits.max_backlog or lag > self.limits.max_lag:
+            log.warning(f"recording is behind the traffic ({held / 1e6:.0f} MB, {lag:.1f} s "
+                        "unrecorded): shedding stream data until it catches up; traffic is not "
+                        "affected, and what is shed is recorded as gaps")
+            self._start_shedding(wire.OVERLOAD, now)
+
+    def _start_shedding(self, reason: str, now: float) -> None:
+        if reason == wire.OVERLOAD:
+            recurring = now - self._shed_ended < RECURRENCE_SECONDS
+            self._shed_for = min(self._shed_for * 2, MAX_SHED_SECONDS) if recurring \
+                else MIN_SHED_SECONDS
+        if self._shedding_since is not None:
+            # Already shedding (overload), now stopping: the rest goes out as `stopped` gaps.
+            self._flush_shed()
+        self._shedding_since = now
+        self._shed_reason = reason
+        self._episode = [0, 0, 0]
+        # The backlog itself is shed: its chunks become gaps, its structural facts stay. The
+        # first held chunk of each flow is kept: its last bytes are the gap's context (an SSE
+        # event's blank line may straddle the cut).
+        kept: deque[wire.Fact] = deque()
+        self._held_bytes = 0
+        old, self._held = self._held, kept
+        first: dict[str, bytes] = {}
+        for fact in old:
+            if fact[0] == wire.CHUNK:
+                entry = self._shed.get(fact[1])
+                if entry is None and fact[1] not in first:
+                    first[fact[1]] = fact[3][-3:]
+                    kept.append(fact)
+                    self._held_bytes += len(fact[3]) + 200
+                    continue
+                self._shed_chunk(fact, entry.tail if entry else first.get(fact[1], b""))
+                continue
+            if fact[0] in (wire.END, wire.ERROR) and fact[1] in self._shed:
+                self._emit_gap(fact[1], self._shed.pop(fact[1]))
+            kept.append(fact)
+            self._held_bytes += wire.fact_size(fact)
+
+    def _stop_shedding(self, now: float) -> None:
+        self._flush_shed()
+        chunks, size, events = self._episode
+        log.warning(f"recording caught up after {now - (self._shedding_since or now):.1f} s: "
+                    f"{events:,} SSE events ({chunks:,} chunks, {size:,} bytes) were shed and "
+                    "are recorded as gaps")
+        self._shedding_since = None
+        self._shed_ended = now
+
+    def _write(self, until: float) -> bool:
+        """Write frames until `until` or the pipe is full; returns whether anything went."""
+        if self._dead:
+            return False
         assert self.proc.stdin is not None
-        # Frames are capped: while the worker is behind, the backlog stays here as raw tuples
-        # (~0.3-0.5 KB an event) and the worker takes it a frame at a time, instead of one
-        # frame of the whole backlog that the worker would unpack into rows all at once.
-        while queue and not self._broken:
-            count = min(len(queue), MAX_FRAME_EVENTS)
-            batch = [queue.popleft() for _ in range(count)]
-            frame = marshal.dumps(batch)
+        fd = self.proc.stdin.fileno()
+        wrote = False
+        while True:
+            if not self._out:
+                if not self._held:
+                    return wrote
+                self._frame()
             try:
-                self.proc.stdin.write(len(frame).to_bytes(4, "big") + frame)
-            except (BrokenPipeError, OSError) as exc:
-                self._broken = True
-                log.error(f"ssetap: the recording process stopped ({exc}); traffic still "
-                          "flows, but is no longer recorded")
+                n = os.write(fd, self._out)
+            except BlockingIOError:
+                n = 0
+            except OSError:  # BrokenPipeError: the worker is gone
+                self._worker_died()
+                return wrote
+            if n:
+                wrote = True
+                self._out = self._out[n:]
+                if not self._out:
+                    self._out_t = None
+                continue
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return wrote
+            select.select([], [fd], [], remaining)
 
-    def close(self, timeout: float = 60.0) -> int | None:
-        self._stop.set()
-        self._thread.join()
-        assert self.proc.stdin is not None
-        try:
+    def _frame(self) -> None:
+        held = self._held
+        batch: list[wire.Fact] = []
+        size = 0
+        popleft, append, chunk, fact_size = held.popleft, batch.append, wire.CHUNK, wire.fact_size
+        while held and len(batch) < MAX_FRAME_EVENTS and size < MAX_FRAME_BYTES:
+            fact = popleft()
+            append(fact)
+            # The same sizes `_take` counted (inlined for chunks: this runs per chunk).
+            size += len(fact[3]) + 200 if fact[0] == chunk else fact_size(fact)
+        self._held_bytes = max(0, self._held_bytes - size)
+        self._out_t = _fact_time(batch[0])
+        self._out = memoryview(wire.encode_frame(batch))
+
+    def _worker_died(self) -> None:
+        code = self.proc.poll()
+        if code is None:
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+            code = self.proc.wait()
+        # What was waiting for the dead worker is dropped: the new worker records it as a
+        # `worker-died` gap per open flow (from what the dead one stored to the wire offset).
+        self._held.clear()
+        self._held_bytes = 0
+        self._out = memoryview(b"")
+        self._out_t = None
+        self._shed.clear()
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
             self.proc.stdin.close()
-        except OSError:
-            pass
+        if code == EXIT_CANNOT_START:
+            # It refused the capture (locked by another recorder, not a capture, unreadable
+            # key): a restart would refuse it again.
+            self._dead = True
+            log.error("the recording process could not start (see above), so recording stops; "
+                      "traffic still flows")
+            return
+        if self.restarts >= MAX_RESTARTS or self._stop.is_set():
+            self._dead = True
+            log.error(f"the recording process died (exit {code}); "
+                      + ("not restarted while stopping" if self._stop.is_set() else
+                         f"restarted {self.restarts} times already, so recording stops")
+                      + "; traffic still flows")
+            return
+        self.restarts += 1
+        log.error(f"the recording process died (exit {code}); restarting it "
+                  f"({self.restarts} of {MAX_RESTARTS}); what it had not stored is recorded "
+                  "as a gap")
+        self.proc = self._spawn(resume=True)
+        now = time.time()
+        for flow_id, (request, headers, offset, _tail) in self._flows.items():
+            self._held.append((wire.RESUME, flow_id, now, request, headers, offset))
+            self._held_bytes += 1000
+
+    # Owner side --------------------------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> LinkOutcome:
+        """Stop within `timeout` (default: the limits' stop timeout), whatever the worker does."""
+        timeout = self.limits.stop_timeout if timeout is None else timeout
+        start = time.monotonic()
+        self._hard_deadline = start + timeout * 0.7
+        # Most of the time goes to shipping; the rest is the worker's to finish writing.
+        self._drain_deadline = start + timeout * 0.5
+        self._stop.set()
+        self._thread.join(max(0.0, self._hard_deadline - time.monotonic()) + 0.5)
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        exit_code: int | None
         try:
-            return self.proc.wait(timeout)
+            exit_code = self.proc.wait(max(0.1, start + timeout - time.monotonic()))
         except subprocess.TimeoutExpired:
+            log.error(f"the recording process did not finish within {timeout:g} s; stopped it "
+                      "(the capture is marked interrupted)")
             self.proc.kill()
-            return None
+            self.proc.wait()
+            exit_code = None
+        if self._lost_facts:
+            log.error(f"{self._lost_facts:,} facts arrived after the recording process was "
+                      "given up on and are not in the capture")
+        complete = (exit_code == 0 and not self.shed_gaps and not self.restarts
+                    and not self._dead and not self._out and not self._held)
+        return LinkOutcome(complete, self.shed_chunks, self.shed_bytes, self.shed_gaps,
+                           self.restarts, exit_code)
 
 
 class Recorder:
@@ -113,6 +416,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.link: WorkerLink | None = None
+        self.outcome: LinkOutcome | None = None
         self._db: str | None = None
         self._append: Callable[[tuple[Any, ...]], None] | None = None
 
@@ -122,15 +426,26 @@ class Recorder:
                           "Store secrets (Authorization, cookies, session ids) unredacted.")
         loader.add_option("ssetap_checks", str, "{}",
                           "JSON options for ssetap's live stream-health checks.")
-        loader.add_option("ssetap_redact_paths", str, "",
-                          "JSON paths of MCP messages to redact, one `[METHOD[:NAME]] PATH` a line.")
         loader.add_option("ssetap_otlp", str, "",
                           "JSON options of the live OTLP push (recorder.otlp_push.PushOptions).")
+        loader.add_option("ssetap_redact_paths", str, "",
+                          "JSON paths of MCP messages to redact, one `[METHOD[:NAME]] PATH` a line.")
+        loader.add_option("ssetap_max_backlog", int, wire.DEFAULT_MAX_BACKLOG,
+                          "Bytes of unrecorded data the proxy may hold before it sheds.")
+        loader.add_option("ssetap_max_lag_ms", int, int(wire.DEFAULT_MAX_LAG * 1000),
+                          "Milliseconds the recording may fall behind the wire before it sheds.")
+        loader.add_option("ssetap_stop_timeout_ms", int, int(wire.DEFAULT_STOP_TIMEOUT * 1000),
+                          "Milliseconds that stopping may take; what is not recorded by then "
+                          "becomes a gap.")
 
     def configure(self, updated: set[str]) -> None:
         if not ({"ssetap_db", "ssetap_raw", "ssetap_checks", "ssetap_redact_paths",
-                 "ssetap_otlp"} & updated):
+                 "ssetap_max_backlog", "ssetap_otlp",
+                 "ssetap_max_lag_ms", "ssetap_stop_timeout_ms"} & updated):
             return
+        for name in ("ssetap_max_backlog", "ssetap_max_lag_ms", "ssetap_stop_timeout_ms"):
+            if getattr(ctx.options, name) <= 0:
+                raise exceptions.OptionsError(f"{name} must be positive")
         db = ctx.options.ssetap_db
         if not db:
             return
@@ -143,28 +458,62 @@ class Recorder:
             return
         self.stop()
         self._db = db
-        self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks,
+        limits = LinkLimits(ctx.options.ssetap_max_backlog, ctx.options.ssetap_max_lag_ms / 1000,
+                            ctx.options.ssetap_stop_timeout_ms / 1000)
+        self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks, limits,
                                ctx.options.ssetap_redact_paths, ctx.options.ssetap_otlp)
         self._append = self.link.queue.append
 
     def stop(self) -> None:
         if self.link is not None:
-            self.link.close()
-            self.link = None
             self._append = None
+            self.outcome = self.link.close()
+            self.link = None
 
     def done(self) -> None:
         self.stop()
 
     # Hooks --------------------------------------------------------------------------------
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self._append is None or flow.request.stream:
+            return
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_STORED_BODY:
+            # A body larger than what is stored is streamed through, not buffered whole in
+            # the proxy: the tap keeps the stored part and counts the rest.
+            kept: list[bytes] = []
+            counts = [0, 0]  # bytes kept, bytes seen
+
+            def tap(data: bytes) -> bytes:
+                if data:
+                    if counts[0] < MAX_STORED_BODY:
+                        part = data[:MAX_STORED_BODY - counts[0]]
+                        kept.append(part)
+                        counts[0] += len(part)
+                    counts[1] += len(data)
+                return data
+
+            flow.request.stream = tap
+            flow.metadata["ssetap_streamed_body"] = (kept, counts)
+
     def request(self, flow: http.HTTPFlow) -> None:
         append = self._append
         if append is None:
             return
         req = flow.request
-        append(("q", flow.id, time.time(), req.method, req.url, req.http_version,
-                list(req.headers.items(multi=True)), req.raw_content, _client_addr(flow)))
+        streamed = flow.metadata.pop("ssetap_streamed_body", None)
+        if streamed is not None:
+            body: bytes | None = b"".join(streamed[0])
+            size = streamed[1][1]
+        else:
+            body = req.raw_content
+            size = len(body) if body is not None else 0
+        if body is not None and len(body) > MAX_STORED_BODY:
+            # Forwarded in full; only the stored part crosses to the worker.
+            body = body[:MAX_STORED_BODY]
+        append((wire.REQUEST, flow.id, time.time(), req.method, req.url, req.http_version,
+                list(req.headers.items(multi=True)), body, _client_addr(flow), size))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         append = self._append
@@ -173,14 +522,14 @@ class Recorder:
         resp = flow.response
         if resp.stream is False or resp.stream is None:
             resp.stream = self._tap(flow.id, append)
-        append(("h", flow.id, time.time(), resp.status_code, resp.reason,
+        append((wire.RESPONSE_HEADERS, flow.id, time.time(), resp.status_code, resp.reason,
                 list(resp.headers.items(multi=True)), True))
 
     def record_injection(self, flow_id: str, t: float, injection: bytes) -> None:
         """A change `--fault` (recorder.fault_addon) made to this flow, for the capture."""
         append = self._append
         if append is not None:
-            append(("f", flow_id, t, injection))
+            append((wire.INJECTION, flow_id, t, injection))
 
     def response(self, flow: http.HTTPFlow) -> None:
         append = self._append
@@ -193,23 +542,24 @@ class Recorder:
             # the tap.
             body = flow.response.raw_content
         if body:
-            append(("c", flow.id, time.time(), body))
-        append(("e", flow.id, time.time(), None))
+            append((wire.CHUNK, flow.id, time.time(), body[:MAX_STORED_BODY]))
+        append((wire.END, flow.id, time.time(), None))
 
     def error(self, flow: http.HTTPFlow) -> None:
         append = self._append
         if append is None:
             return
         message = flow.error.msg if flow.error else "unknown error"
-        append(("x", flow.id, time.time(), message))
+        append((wire.ERROR, flow.id, time.time(), message))
 
     @staticmethod
     def _tap(flow_id: str, append: Callable[[tuple[Any, ...]], None]) -> Callable[[bytes], bytes]:
         clock = time.time
+        code = wire.CHUNK
 
         def tap(data: bytes) -> bytes:
             if data:
-                append(("c", flow_id, clock(), data))
+                append((code, flow_id, clock(), data))
             return data
 
         return tap

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from recorder import gaps
 from recorder.model import SEVERITIES, Flag, severity_rank
 
 if TYPE_CHECKING:  # the heavy parts load when the command runs, not when `ssetap` starts
@@ -226,10 +227,14 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
             end = observation.t if end is None else max(end, observation.t)
         if end is not None:
             flags += monitor.finish(end)
+        # The recorder's own flags (capture gaps, an interrupted recording) are facts of the
+        # recording, not findings the detectors can re-derive: reported as stored.
+        recorded = capture.flags_by_source(gaps.FLAG_SOURCE)
+        flags += [_stored_flag(r) for r in recorded]
         live = {flag_identity(r["kind"], r["details"], (r["stream_id"], r["call_id"],
                                                         r["message_id"], r["exchange_id"],
                                                         r["session_id"]))
-                for r in capture.flags_by_source("live")}
+                for r in [*capture.flags_by_source("live"), *recorded]}
         sessions = tuple(capture.sessions())
         flags = mark_injected(flags, injections)
     seen = tuple(_identity(f) in live for f in flags)
@@ -269,6 +274,19 @@ def is_injected(flag: Flag) -> bool:
     from recorder.faults import is_injected as injected
 
     return injected(flag)
+
+
+def _stored_flag(row: dict[str, Any]) -> Flag:
+    details = row["details"]
+    try:
+        parsed = orjson.loads(details) if details else {}
+    except orjson.JSONDecodeError:
+        parsed = {}
+    return Flag(row["kind"], row["severity"], row["t"], row["message"],
+                stream_id=row["stream_id"], message_id=row["message_id"],
+                call_id=row["call_id"], exchange_id=row["exchange_id"],
+                details=parsed if isinstance(parsed, dict) else {},
+                session_id=row["session_id"])
 
 
 def store_flags(result: CheckResult) -> int:

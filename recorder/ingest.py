@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from recorder.correlate import Correlator
+from recorder.gaps import WORKER_DIED, CaptureGap
 from recorder.jsonrpc import decode
 from recorder.model import (
     C2S,
@@ -45,26 +46,26 @@ from recorder.model import (
 from recorder.redact import Redactor, session_param
 from recorder.redact_stage import RedactionStage
 from recorder.sse import SseParser
+from recorder.wire import GAP, INJECTION, RESUME, Fact
 
-# A raw fact from the proxy. First element is the type:
-#   ("q", flow, t, method, url, http_version, headers, body, client_addr)
-#   ("h", flow, t, status, reason, headers, streamed)
-#   ("c", flow, t, data)
-#   ("e", flow, t, body)         response complete (body None when it was streamed)
-#   ("x", flow, t, message)      the flow failed (disconnect, upstream down)
-#   ("t", t)                     clock tick
-#   ("f", flow, t, injection)    `--fault` changed this flow on purpose (injection: JSON of
-#                                recorder.faults.Injection)
-RawEvent = tuple[Any, ...]
+# A raw fact from the proxy: the tuples that recorder.wire names and describes.
+RawEvent = Fact
 
 # Stored bodies and event data are capped; the full size is kept beside them.
 MAX_STORED_BODY = 64 * 1024 * 1024
+
+
+# A stream whose tail the redaction stage held back this long is stored without waiting for
+# the next chunk: the capture must be at most a fraction of a second behind the wire (a
+# `kill -9` loses no more), at the price of a secret split across two chunks this far apart.
+TAIL_FLUSH_SECONDS = 0.05
 
 
 class Sink(Protocol):
     def next_id(self, table: str) -> int: ...
     def insert(self, table: str, row: dict[str, Any]) -> None: ...
     def update(self, table: str, row_id: int, changes: dict[str, Any]) -> None: ...
+    def record_gap(self, gap: CaptureGap) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,11 @@ class StreamState:
     stored_offset: int = 0
     written: int = 0
     dirty: bool = False
+    # After a gap: the parser skips to the end of the event the gap cut (`resync_tail` holds
+    # the last bytes looked at), and the gap waits to count that event too.
+    resync: bool = False
+    resync_tail: bytes = b""
+    pending_gap: CaptureGap | None = None
     # Compressed SSE (a buffering hazard in itself) is inflated for the parser; raw chunks keep
     # the wire bytes, so event offsets then count inflated bytes.
     decoder: Any = None
@@ -135,6 +141,7 @@ class FlowState:
     response_parts: list[bytes] = field(default_factory=list)
     response_size: int = 0
     response_last_t: float | None = None
+    response_gap: bool = False
 
 
 def _lower_headers(headers: list[tuple[str, str]]) -> dict[str, str]:
@@ -180,6 +187,8 @@ class Ingest:
         self._update_interval = update_interval
         self._last_flush = 0.0
         self.now = 0.0
+        # {flow id: bytes stored} of streams a dead worker left open (recorder.store).
+        self.recovered: dict[str, int] = {}
 
     # Entry point --------------------------------------------------------------------------
 
@@ -188,7 +197,7 @@ class Ingest:
         if kind == "c":
             self._chunk(event[1], event[2], event[3])
         elif kind == "q":
-            self._request(*event[1:])
+            self._request(*event[1:9], body_size=event[9] if len(event) > 9 else None)
         elif kind == "h":
             self._response_headers(*event[1:])
         elif kind == "e":
@@ -197,7 +206,12 @@ class Ingest:
             self._error(event[1], event[2], event[3])
         elif kind == "t":
             self.tick(event[1])
-        elif kind == "f":
+        elif kind == GAP:
+            self._gap(*event[1:])
+        elif kind == RESUME:
+            self._resume(event[1], event[2], event[3], event[4], event[5],
+                         self.recovered.get(event[1]))
+        elif kind == INJECTION:
             self._injection(event[1], event[2], event[3])
 
     def _injection(self, flow_id: str, t: float, payload: bytes) -> None:
@@ -222,6 +236,8 @@ class Ingest:
 
     def tick(self, t: float) -> None:
         self.now = max(self.now, t)
+        # The tail of a quiet stream is stored by time, not held until a next chunk.
+        self.sink.flush_quiet(t, TAIL_FLUSH_SECONDS)
         if t - self._last_flush >= self._update_interval:
             self._flush_state()
             self._last_flush = t
@@ -299,7 +315,8 @@ class Ingest:
     # Requests -----------------------------------------------------------------------------
 
     def _request(self, flow_id: str, t: float, method: str, url: str, http_version: str,
-                 headers: list[tuple[str, str]], body: bytes | None, client_addr: str) -> None:
+                 headers: list[tuple[str, str]], body: bytes | None, client_addr: str, *,
+                 body_size: int | None = None) -> None:
         self.now = max(self.now, t)
         lower = _lower_headers(headers)
         parts = urlsplit(url)
@@ -325,6 +342,7 @@ class Ingest:
             "request_body": _cap(body) if body else None,
             "request_content_type": lower.get("content-type"), "started_at": t,
             "client_addr": client_addr, "mcp": int(flow.mcp),
+            "request_size": body_size if body_size is not None else (len(body) if body else 0),
         }
         self.sink.insert("exchanges", row)
         self._emit("exchange", t, row)
@@ -439,10 +457,113 @@ class Ingest:
                 parsed = stream.decoder.decompress(data)
             except zlib.error:
                 stream.decoder = None  # not what it claimed: parse the bytes as they are
+        if parsed and stream.resync:
+            parsed = self._resync(stream, parsed)
         if parsed:
             self._items(flow, stream, stream.parser.feed(parsed), t)
         self._store_chunk(stream, t, data)
         self._touch(flow.session, t)
+
+    # Gaps and resumed flows ---------------------------------------------------------------------
+
+    def _gap(self, flow_id: str | None, t_start: float, t_end: float, size: int, chunks: int,
+             events: int | None, reason: str, offset: int | None = None,
+             tail: bytes = b"") -> None:
+        """The proxy shed `size` bytes of a flow (or its worker died): record the gap and let
+        the stream's offsets and parser go on as if the bytes had passed."""
+        flow = self.flows.get(flow_id) if flow_id is not None else None
+        if flow is None:
+            self.sink.record_gap(CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
+                                            events=events))
+            return
+        self.now = max(self.now, t_end)
+        session_id = flow.session.id if flow.session else None
+        stream = flow.stream
+        if stream is None:
+            # Part of a plain body is gone: the body is not stored, its size still counts.
+            flow.response_gap = True
+            flow.response_size += size
+            flow.response_parts.clear()
+            self.sink.record_gap(CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
+                                            events=events, session_id=session_id,
+                                            exchange_id=flow.exchange_id))
+            return
+        # What the redaction stage holds back goes out now: the next bytes are not its
+        # neighbours on the wire.
+        self.sink.flush_stream(stream.id)
+        self._record_pending_gap(stream)
+        start = stream.stored_offset
+        stream.stored_offset += size
+        stream.byte_count += size
+        stream.chunks += chunks
+        stream.dirty = True
+        # The event the gap cut into is lost whole: a fresh parser skips to its end, unless the
+        # gap ended exactly at an event's blank line (then the next byte starts an event).
+        stream.parser = SseParser.continued(stream.byte_count)
+        stream.resync = not tail.endswith((b"\n\n", b"\n\r\n"))
+        stream.resync_tail = tail[-2:]
+        stream.pending_gap = CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
+                                        events=events, session_id=session_id,
+                                        exchange_id=flow.exchange_id, stream_id=stream.id,
+                                        start_offset=start)
+        if not stream.resync:
+            self._record_pending_gap(stream)
+
+    def _record_pending_gap(self, stream: StreamState, *, resynced: bool = False) -> None:
+        gap = stream.pending_gap
+        if gap is None:
+            return
+        stream.pending_gap = None
+        if resynced and gap.events is not None:
+            # The event cut by the gap ended after it and was skipped: it is part of the gap.
+            gap = CaptureGap(gap.reason, gap.started_at, gap.ended_at, bytes=gap.bytes,
+                             chunks=gap.chunks, events=gap.events + 1, session_id=gap.session_id,
+                             exchange_id=gap.exchange_id, stream_id=gap.stream_id,
+                             start_offset=gap.start_offset)
+        self.sink.record_gap(gap)
+
+    def _resync(self, stream: StreamState, data: bytes) -> bytes:
+        """Skip the rest of an event cut by a gap; returns the bytes after its blank line."""
+        joined = stream.resync_tail + data
+        ends = [i for i in (joined.find(b"\n\n"), joined.find(b"\n\r\n")) if i >= 0]
+        if not ends:
+            stream.resync_tail = joined[-2:]
+            stream.parser = SseParser.continued(stream.byte_count)
+            return b""
+        end = min(ends)
+        end += 2 if joined[end + 1:end + 2] == b"\n" else 3
+        consumed = end - len(stream.resync_tail)
+        stream.resync, stream.resync_tail = False, b""
+        stream.parser = SseParser.continued(stream.byte_count - len(data) + consumed)
+        self._record_pending_gap(stream, resynced=True)
+        return data[consumed:]
+
+    def _resume(self, flow_id: str, t: float, request: RawEvent, headers: RawEvent | None,
+                offset: int, recorded: int | None) -> None:
+        """A flow that was open when the previous worker died: record it as a new exchange
+        (and stream) of the same capture, its bytes counted from `offset` on the wire, and
+        what the dead worker never stored (`recorded` is what it did) as a gap."""
+        if flow_id in self.flows:
+            return
+        self._request(*request[1:9], body_size=request[9] if len(request) > 9 else None)
+        if headers is not None:
+            self._response_headers(*headers[1:])
+        flow = self.flows.get(flow_id)
+        if flow is None:
+            return
+        start = recorded if recorded is not None and recorded <= offset else None
+        if flow.stream is not None:
+            stream = flow.stream
+            stream.byte_count = stream.stored_offset = start if start is not None else 0
+            if start is None:
+                start = 0
+            self._gap(flow_id, t, t, offset - start, 0, None, WORKER_DIED)
+            if offset - start == 0:
+                stream.resync = False
+                stream.pending_gap = None
+                stream.parser = SseParser.continued(offset)
+        elif offset:
+            self._gap(flow_id, t, t, offset, 0, None, WORKER_DIED)
 
     def _store_chunk(self, stream: StreamState, t: float, data: bytes, final: bool = False) -> None:
         if data:
@@ -535,8 +656,12 @@ class Ingest:
                         else:
                             self._attach(flow, self._anon_session(flow, answered, None), answered)
                     self._messages(flow, messages, S2C, answered, stream=None, sse_event_id=None)
+            if not flow.response_gap:
+                self.sink.update("exchanges", flow.exchange_id,
+                                 {"response_body": _cap(body)})
+        if flow.response_size or body:
             self.sink.update("exchanges", flow.exchange_id,
-                             {"response_body": _cap(body)})
+                             {"response_size": flow.response_size or len(body or b"")})
         self._finish(flow_id, t, error=None, reason="end")
 
     def _error(self, flow_id: str, t: float, message: str) -> None:
@@ -553,7 +678,11 @@ class Ingest:
             self._release_deferred(flow, t)
         stream = flow.stream
         if stream is not None:
-            self._items(flow, stream, stream.parser.feed(b""), t)
+            if stream.resync:
+                stream.resync = False  # the stream ended inside the event the gap cut
+            else:
+                self._items(flow, stream, stream.parser.feed(b""), t)
+            self._record_pending_gap(stream)
             self._store_chunk(stream, t, b"", final=True)
             changes = self._stream_counters(stream)
             changes.update(closed_at=t, close_reason=reason)
@@ -616,15 +745,21 @@ class Ingest:
                 if message.kind == REQUEST or message.kind == RESULT:
                     self._session_facts(session, message, direction)
             payload = message.payload
+            problem = message.problem
+            text_json = None if payload is None else (
+                lone if lone is not None
+                else orjson.dumps(payload).decode())
+            if text_json is not None and len(text_json) > MAX_STORED_BODY:
+                # The same cap as bodies: the message is kept (kind, method, id), its JSON not.
+                problem = (f"JSON not stored: {len(text_json):,} characters, over the "
+                           f"{MAX_STORED_BODY:,} cap")
+                text_json = None
             row = {
                 "id": message_id, "session_id": session.id, "exchange_id": flow.exchange_id,
                 "stream_id": stream.id if stream else None, "sse_event_id": sse_event_id,
                 "t": t, "direction": direction, "kind": message.kind, "rpc_id": message.id_key,
                 "method": message.method, "batch_index": message.batch_index,
-                "json": None if payload is None else (
-                    lone if lone is not None
-                    else orjson.dumps(payload).decode()),
-                "problem": message.problem, "call_id": call_id,
+                "json": text_json, "problem": problem, "call_id": call_id,
             }
             self.sink.insert("messages", row)
             self._emit("message", t, row)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from recorder import listen
+from recorder import listen, wire
 from recorder.addon import Recorder
 
 
@@ -34,7 +34,14 @@ class ProxyConfig:
     proxy_auth: str | None = None  # mitmproxy's proxyauth spec (regular mode)
     allow_upstream: tuple[tuple[str, int], ...] = ()  # regular mode: where it may forward
     faults: str = ""  # recorder.faults.FaultConfig as JSON; "" = no fault injection
+    max_backlog: int = wire.DEFAULT_MAX_BACKLOG
+    max_lag: float = wire.DEFAULT_MAX_LAG
+    stop_timeout: float = wire.DEFAULT_STOP_TIMEOUT
     otlp: str = ""  # recorder.otlp_push.PushOptions as JSON, "" for no live push
+
+
+# `record`'s exit status when the capture is not complete (shed, lost or unwritten data).
+EXIT_INCOMPLETE = 3
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -129,7 +136,8 @@ class _ConsoleLog(logging.Handler):
 
 
 def run_proxy(config: ProxyConfig) -> int:
-    """Run until SIGINT/SIGTERM; everything recorded is flushed before returning 0."""
+    """Run until SIGINT/SIGTERM, then stop within the stop timeout: 0 for a complete
+    capture, 3 (EXIT_INCOMPLETE) when something was shed or lost, 2 if it could not listen."""
     check_port_free(config.listen_host, config.listen_port)
     return asyncio.run(_run(config))
 
@@ -145,7 +153,8 @@ async def _run(config: ProxyConfig) -> int:
     handler = _ConsoleLog(logging.ERROR if config.quiet else logging.WARNING)
     logging.getLogger().addHandler(handler)
     announcer = _Announcer(config)
-    master.addons.add(Recorder(), announcer)
+    recorder = Recorder()
+    master.addons.add(recorder, announcer)
     if config.mode == "regular" and config.allow_upstream:
         master.addons.add(_UpstreamGuard(config.allow_upstream))
     if config.faults:
@@ -159,6 +168,9 @@ async def _run(config: ProxyConfig) -> int:
     settings: dict[str, Any] = {"ssetap_db": config.db, "ssetap_raw": config.raw,
                                 "ssetap_checks": config.checks, "connection_strategy": "lazy",
                                 "ssetap_redact_paths": config.redact_paths,
+                                "ssetap_max_backlog": config.max_backlog,
+                                "ssetap_max_lag_ms": max(1, round(config.max_lag * 1000)),
+                                "ssetap_stop_timeout_ms": max(1, round(config.stop_timeout * 1000)),
                                 "ssetap_otlp": config.otlp}
     if config.mode == "reverse":
         # Keep the client's Host (Origin is never rewritten), so the upstream's own
@@ -175,5 +187,9 @@ async def _run(config: ProxyConfig) -> int:
     try:
         await master.run()
     finally:
+        recorder.stop()  # bounded by the stop timeout, whatever the worker is doing
         logging.getLogger().removeHandler(handler)
-    return 2 if announcer.failed else 0
+    if announcer.failed:
+        return 2
+    outcome = recorder.outcome
+    return 0 if outcome is None or outcome.complete else EXIT_INCOMPLETE

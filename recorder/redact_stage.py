@@ -98,6 +98,13 @@ class RedactionStage:
             held["data"] = self.redactor.scrub(held["data"] or b"")
             self.sink.insert("chunks", held)
 
+    def flush_quiet(self, now: float, older_than: float) -> None:
+        """Store the chunks held back longer than `older_than` (the tail of a quiet stream is
+        stored by time; recorder.ingest ticks this)."""
+        for stream_id, held in list(self._held.items()):
+            if now - held["t"] >= older_than:
+                self.flush_stream(stream_id)
+
     def flush_all(self) -> None:
         for stream_id in list(self._held):
             self.flush_stream(stream_id)

@@ -35,6 +35,18 @@ def session_json(row: dict[str, Any]) -> dict[str, Any]:
         "flags": row["flags"],
         "flags_by_severity": {"error": row["flag_errors"], "warning": row["flag_warnings"],
                               "info": row["flag_infos"]},
+        "gaps": row.get("gaps", 0),
+    }
+
+
+def gap_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One capture gap (recorder.gaps) as `show --json` prints it."""
+    return {
+        "id": row["id"], "reason": row["reason"], "stream_id": row["stream_id"],
+        "exchange_id": row["exchange_id"], "start_offset": row["start_offset"],
+        "end_offset": row["end_offset"], "bytes": row["bytes"], "chunks": row["chunks"],
+        "events": row["events"], "started_at": iso(row["started_at"]),
+        "ended_at": iso(row["ended_at"]),
     }
 
 
@@ -124,11 +136,14 @@ def _flag_summary(s: dict[str, Any]) -> str:
     for key, letter in (("flag_errors", "E"), ("flag_warnings", "W"), ("flag_infos", "I")):
         if s.get(key):
             parts.append(f"{s[key]}{letter}")
+    if s.get("gaps"):
+        parts.append(f"({s['gaps']} gap{'s' if s['gaps'] != 1 else ''})")
     return " ".join(parts) or "-"
 
 
 def show_text(session: dict[str, Any], calls: list[dict[str, Any]],
-              streams: list[dict[str, Any]], flags: list[dict[str, Any]]) -> str:
+              streams: list[dict[str, Any]], flags: list[dict[str, Any]],
+              gaps: list[dict[str, Any]] | None = None) -> str:
     start = session["started_at"]
     out = [
         f"Session {session['id']}  {session['transport']}  {session['server']}"
@@ -138,7 +153,8 @@ def show_text(session: dict[str, Any], calls: list[dict[str, Any]],
         f"{session['protocol_version'] or '-'}",
         f"  {iso(start)} for {duration(start, session['ended_at'])}; {session['messages']} "
         f"messages, {session['requests']} calls, {session['pending']} pending, "
-        f"{session['flags']} flags",
+        f"{session['flags']} flags"
+        + (f", {len(gaps)} capture gaps (data missing from the capture)" if gaps else ""),
         "",
         "Calls",
         table(["AT", "DIR", "ID", "METHOD", "NAME", "LATENCY", "OUTCOME", "PROGRESS"], [
@@ -160,6 +176,12 @@ def show_text(session: dict[str, Any], calls: list[dict[str, Any]],
             for s in streams
         ]),
     ]
+    if gaps:
+        out += ["", "Capture gaps (passed through, not recorded)"]
+        out.append(table(["AT", "REASON", "STREAM", "BYTES", "CHUNKS", "EVENTS", "LASTED"], [
+            [f"+{g['started_at'] - start:.3f}s", g["reason"], g["stream_id"] or "-", g["bytes"],
+             g["chunks"], "?" if g["events"] is None else g["events"],
+             duration(g["started_at"], g["ended_at"])] for g in gaps]))
     if flags:
         out += ["", "Flags"]
         out += [f"  [{f['severity']}] {f['kind']} at +{f['t'] - start:.3f}s: {f['message']}"

@@ -73,6 +73,15 @@ class SseParser:
         "_retry",
     )
 
+    @classmethod
+    def continued(cls, offset: int) -> SseParser:
+        """A parser for the rest of a stream whose bytes before `offset` are gone (a capture
+        gap): offsets stay true to the stream, and no BOM is looked for mid-stream."""
+        parser = cls()
+        parser._offset = offset
+        parser._bom_prefix = None
+        return parser
+
     def __init__(self, max_line_bytes: int = 64 * 1024 * 1024) -> None:
         """Create a parser that skips lines longer than `max_line_bytes` (no ending)."""
         if max_line_bytes < 1:

@@ -5,15 +5,17 @@ writing in the proxy's own process measured far below bare streaming, because a 
 competes with the event loop for the GIL). Everything else happens here: SSE parsing,
 correlation, redaction, stream-health checks and the SQLite writer.
 
-Wire format on stdin: frames of a 4-byte big-endian length and a `marshal`-encoded list of
-`RawEvent` tuples. End of input means "stop": everything is flushed and the process exits 0.
+Input on stdin: frames of facts, as recorder.wire defines them. End of input means "stop":
+everything is flushed and the process exits 0 for a complete capture, 3 when some of it could
+not be written (the gaps say what). A capture it finds marked as still recording (a killed
+recorder, or a worker the proxy restarts after it died) is marked interrupted first, and flows
+the proxy resumes are recorded on from there.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import marshal
 import os
 import select
 import signal
@@ -24,14 +26,19 @@ from pathlib import Path
 from typing import cast
 
 import recorder.json_paths as json_paths
-from recorder import otlp_push
+from recorder import gaps, otlp_push
 from recorder.ingest import Ingest, Observation, Observer
 from recorder.live import observers_for
 from recorder.redact import RAW, REDACTED, Redactor, new_key, redaction_after
 from recorder.redact_stage import RedactionStage
 from recorder.store import Capture, StoreError, StoreWriter
+from recorder.wire import FrameReader, decode_frame
 
-TICK_SECONDS = 0.2
+# Ticks drive live checks and store the tail of quiet streams: at most this much (plus the
+# writer's batch) of what the proxy shipped is unrecorded at any moment.
+TICK_SECONDS = 0.05
+# Exit status of a recording that could not write everything.
+EXIT_INCOMPLETE = 3
 # Operations queued for the SQLite writer beyond which the worker stops reading its input.
 MAX_BACKLOG_OPS = 30_000
 
@@ -71,28 +78,15 @@ def _stored_redaction(db: Path) -> str | None:
         return None
 
 
-class FrameReader:
-    """Splits a byte stream into length-prefixed frames."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        out = []
-        while len(self._buf) >= 4:
-            size = int.from_bytes(self._buf[:4], "big")
-            if len(self._buf) < 4 + size:
-                break
-            out.append(bytes(self._buf[4:4 + size]))
-            del self._buf[:4 + size]
-        return out
-
-
 def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[Observer]] | None,
-        fd: int = 0, redact_paths: tuple[json_paths.PathRule, ...] = ()) -> int:
+        fd: int = 0, redact_paths: tuple[json_paths.PathRule, ...] = (),
+        resume: bool = False) -> int:
     previous = _stored_redaction(db)
-    writer = StoreWriter(db)
+    writer = StoreWriter(db, recording=True)
+    if writer.recovered and not resume:
+        print(f"ssetap: note: the last recording into {db} was interrupted; "
+              f"{len(writer.recovered)} streams it left open are marked recorder-crash",
+              file=sys.stderr, flush=True)
     redactor = Redactor(None if raw else load_key(db))
     # Appending to a capture keeps `meta` truthful: raw rows beside redacted ones make it mixed.
     writer.set_meta("redaction", redaction_after(previous, RAW if raw else REDACTED))
@@ -106,6 +100,7 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
     if otlp is not None:
         observers.append(otlp.observe)
     ingest = Ingest(stage, redactor, observers)
+    ingest.recovered = writer.recovered
     reader = FrameReader()
     stopping = False
 
@@ -132,7 +127,7 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
                 if not data:
                     break
                 for frame in reader.feed(data):
-                    for event in marshal.loads(frame):
+                    for event in decode_frame(frame):
                         ingest.feed(event)
             now = time.time()
             if now - last_tick >= TICK_SECONDS:
@@ -142,8 +137,20 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
         ingest.close(time.time())
         if otlp is not None:
             otlp.close(time.time(), writer)
-        writer.close()
-    return 0
+        with contextlib.suppress(StoreError):
+            writer.flush(timeout=None)
+        complete = writer.complete
+        writer.set_meta(gaps.STATE_KEY, gaps.COMPLETE if complete and not writer.gaps_written
+                        else gaps.INCOMPLETE)
+        try:
+            writer.close()
+        except StoreError as exc:
+            print(f"ssetap: error: {exc}", file=sys.stderr, flush=True)
+            complete = False
+        for gap in writer.unwritten_gaps:
+            print(f"ssetap: error: not in the capture (the disk refused even the gap "
+                  f"record): {gap.describe()}", file=sys.stderr, flush=True)
+    return 0 if complete else EXIT_INCOMPLETE
 
 
 def print_flag(observation: Observation) -> None:
@@ -159,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", required=True, type=Path)
     parser.add_argument("--raw", action="store_true")
     parser.add_argument("--config", default="{}", help="JSON options for the live checks")
+    parser.add_argument("--resume", action="store_true",
+                        help="restarted by the proxy after a worker died: resume its flows")
     parser.add_argument("--redact-paths", default="", help="redact path rules, one a line")
     args = parser.parse_args(argv)
     # Recording must not slow the traffic it records: when CPU is short (a burst on a small
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = json_paths.parse_rules(args.redact_paths, "--redact-path")
         return run(args.db, raw=args.raw, observers_factory=observers_for(args.config),
-                   redact_paths=paths)
+                   redact_paths=paths, resume=args.resume)
     except (StoreError, json_paths.PathError) as exc:
         print(f"ssetap: {exc}", file=sys.stderr)
         return 2

@@ -51,15 +51,17 @@ class Recording:
         return "\n".join(self.lines)
 
 
-def start_recording(db: Path, upstream: str | None, *args: str, timeout: float = 20.0) -> Recording:
-    """Start `ssetap record` on an ephemeral port and wait until it listens."""
+def start_recording(db: Path, upstream: str | None, *args: str, timeout: float = 20.0,
+                    new_session: bool = False) -> Recording:
+    """Start `ssetap record` on an ephemeral port and wait until it listens (in a process group
+    of its own with `new_session`, for tests that kill the whole group)."""
     cmd = [sys.executable, "-m", "recorder.cli", "record", "--listen", "127.0.0.1:0",
            "--db", str(db), *args]
     if upstream is not None:
         cmd[4:4] = ["--upstream", upstream]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=env, cwd=ROOT)
+                            env=env, cwd=ROOT, start_new_session=new_session)
     rec = Recording(proc, db)
     ready = threading.Event()
 

@@ -10,6 +10,7 @@ import orjson
 from recorder.store import BrowseReader
 from tui.rows import format_offset
 from tui.timeline_index import (
+    CAPTURE_GAP,
     EXCHANGE,
     GAP,
     MESSAGE,
@@ -157,4 +158,22 @@ def load_detail(reader: BrowseReader, key: RowKey, started_at: float) -> Detail:
                       payload={"silence_ms": row_id,
                                "meaning": "nothing crossed the wire in this session for this "
                                           "long: no request, response, event or heartbeat"})
+    if source == CAPTURE_GAP:
+        found = reader.capture_gap_rows([row_id])
+        if not found:
+            return Detail(key, f"capture gap {row_id} (not found)")
+        gap = found[0]
+        payload = _fields(gap, started_at)
+        payload["meaning"] = ("this passed through the proxy untouched but is not in the "
+                              "capture: " + _GAP_MEANINGS.get(gap["reason"], gap["reason"]))
+        return Detail(key, f"capture gap {row_id} ({gap['reason']})", payload=payload,
+                      exchange=_exchange(reader, gap.get("exchange_id")))
     return Detail(key, "unknown row")
+
+
+_GAP_MEANINGS = {
+    "overload": "the recorder fell too far behind the wire and shed it",
+    "worker-died": "the recording process died and was restarted",
+    "write-failed": "the disk refused the write (full, I/O error, locked)",
+    "stopped": "the recording stopped before it could be written",
+}

@@ -14,7 +14,15 @@ import orjson
 
 from recorder.model import C2S, ERROR, INVALID, NOTIFICATION, REQUEST, RESULT, S2C
 from recorder.store import BrowseReader
-from tui.timeline_index import EXCHANGE, MESSAGE, SSE, STREAM_CLOSE, STREAM_OPEN, RowKey
+from tui.timeline_index import (
+    CAPTURE_GAP,
+    EXCHANGE,
+    MESSAGE,
+    SSE,
+    STREAM_CLOSE,
+    STREAM_OPEN,
+    RowKey,
+)
 
 PREVIEW = 160  # characters of params/result shown in a row
 
@@ -277,6 +285,18 @@ def sse_entry(row: dict[str, Any]) -> Entry:
     return Entry(badge="SSE", tone="error", text=f"{what} ({size} bytes)", **common)
 
 
+def capture_gap_entry(row: dict[str, Any]) -> Entry:
+    """Data that crossed the wire but is not in the capture (shed, lost, not written)."""
+    events = "" if row.get("events") is None else f", {row['events']:,} SSE events"
+    where = f" of stream {row['stream_id']}" if row.get("stream_id") is not None else ""
+    lasted = (row["ended_at"] - row["started_at"]) * 1000
+    return Entry(key=(CAPTURE_GAP, row["id"]), t=row["started_at"], direction=S2C, badge="LOST",
+                 tone="error", text=f"not recorded ({row['reason']}): "
+                 f"{format_bytes(row['bytes'])}, {row['chunks']:,} chunks{events}{where}",
+                 note=f"over {format_ms(lasted)}", note_tone="bad",
+                 stream_id=row.get("stream_id"), exchange_id=row.get("exchange_id"))
+
+
 def load_entries(reader: BrowseReader, keys: Sequence[RowKey]) -> list[Entry]:
     """Load the rows behind `keys` (gap rows excluded), one query per source."""
     wanted: dict[int, list[int]] = {}
@@ -296,4 +316,6 @@ def load_entries(reader: BrowseReader, keys: Sequence[RowKey]) -> list[Entry]:
                 entries.append(stream_close_entry(row))
     if SSE in wanted:
         entries += [sse_entry(r) for r in reader.sse_rows(wanted[SSE])]
+    if CAPTURE_GAP in wanted:
+        entries += [capture_gap_entry(r) for r in reader.capture_gap_rows(wanted[CAPTURE_GAP])]
     return entries

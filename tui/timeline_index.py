@@ -45,7 +45,10 @@ SSE: Final = 2
 MESSAGE: Final = 3
 STREAM_CLOSE: Final = 4
 GAP: Final = 5
-SOURCE_NAMES: Final = ("exchange", "stream-open", "sse", "message", "stream-close", "gap")
+# Data that passed through but is missing from the capture (recorder.gaps): a row of its own.
+CAPTURE_GAP: Final = 6
+SOURCE_NAMES: Final = ("exchange", "stream-open", "sse", "message", "stream-close", "gap",
+                       "capture-gap")
 # Not a row: "nothing more from this source before this time" (see `_windowed`).
 WATERMARK: Final = 9
 
@@ -248,7 +251,7 @@ class TimelineBuilder:
         self.lock = threading.Lock()
         self.count = 0
         self.last_time: float | None = None
-        self.cursors = {EXCHANGE: 0, STREAM_OPEN: 0, SSE: 0, MESSAGE: 0}
+        self.cursors = {EXCHANGE: 0, STREAM_OPEN: 0, SSE: 0, MESSAGE: 0, CAPTURE_GAP: 0}
         self.open_streams: set[int] = set()
         self.scanned = False
 
@@ -350,6 +353,9 @@ class TimelineBuilder:
         elif f.wants_messages:
             found.append(_keys(page, MESSAGE) for page in self._paged(
                 lambda a, n: reader.message_keys(sid, after_id=a, limit=n), MESSAGE, first))
+        # Capture gaps are shown whatever the filter: what is missing is never filtered out.
+        found.append(_keys(page, CAPTURE_GAP) for page in self._paged(
+            lambda a, n: reader.capture_gap_keys(sid, after_id=a, limit=n), CAPTURE_GAP, first))
         return found
 
     # Chunks -------------------------------------------------------------------------------

@@ -54,8 +54,12 @@ def run(args: argparse.Namespace) -> int:
     )
     from recorder.health import HealthConfigError
     from recorder.redact import mixed_warning
-    from recorder.store import Capture, StoreError
+    from recorder.store import Capture, StoreError, recover_if_interrupted
 
+    # A capture left by a killed recorder is marked before it is read (streams closed as
+    # `recorder-crash`, flagged `recording-interrupted`); a file being recorded is left alone.
+    if Path(args.db).is_file():
+        recover_if_interrupted(args.db)
     try:
         with Capture(args.db) as capture:
             stored_options = stored_config(capture)

@@ -61,13 +61,15 @@ def run_show(args: argparse.Namespace) -> int:
         calls = capture.calls(session["id"])
         streams = capture.streams(session["id"])
         flags = capture.flags(session["id"])
+        gaps = capture.gaps(session["id"])
     if args.json:
         _dump({
             "session": report.session_json(session),
             "calls": [report.call_json(c) for c in calls],
             "streams": [report.stream_json(s) for s in streams],
             "flags": [report.flag_json(f) for f in flags],
+            "gaps": [report.gap_json(g) for g in gaps],
         })
     else:
-        print(report.show_text(session, calls, streams, flags))
+        print(report.show_text(session, calls, streams, flags, gaps))
     return 0

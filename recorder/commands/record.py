@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -15,12 +16,18 @@ from recorder.usage import UsageError
 if TYPE_CHECKING:
     from recorder.faults import FaultConfig
 
+# The exit status of a recording that is missing part of the traffic (recorder.proxy's too).
+EXIT_INCOMPLETE = 3
+
 
 def register(sub: Any) -> None:
     """Add `ssetap record` to the CLI's subcommands."""
     p = sub.add_parser("record", help="run a recording proxy in front of an MCP server",
                        description="Run mitmproxy with the ssetap recorder. Point the MCP client "
-                       "at the proxy instead of the server. Ctrl-C or SIGTERM flushes and exits 0.")
+                       "at the proxy instead of the server. Ctrl-C or SIGTERM flushes and exits "
+                       "within --stop-timeout: 0 for a complete capture, 3 when part of the "
+                       "traffic is missing from it (shed under overload, a dead recording "
+                       "process, a full disk: each a gap that `ssetap check` shows).")
     p.add_argument("--upstream", help="the MCP server's base URL (reverse mode), e.g. "
                    "http://127.0.0.1:8000")
     p.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to listen on "
@@ -48,6 +55,15 @@ def register(sub: Any) -> None:
     p.add_argument("--check-config", metavar="FILE", help="JSON file of thresholds for the live "
                    "checks (the same as `ssetap check --config`)")
     p.add_argument("--quiet", action="store_true", help="only print errors")
+    p.add_argument("--max-backlog", default="256M", metavar="SIZE",
+                   help="unrecorded data the proxy may hold before it sheds stream data into "
+                   "recorded gaps instead of queueing (default 256M; K, M, G suffixes)")
+    p.add_argument("--max-lag", default="2s", metavar="DURATION",
+                   help="how far the recording may fall behind the wire before it sheds "
+                   "(default 2s)")
+    p.add_argument("--stop-timeout", default="10s", metavar="DURATION",
+                   help="longest time stopping may take; what is not recorded by then is a "
+                   "gap (default 10s)")
     add_fault_arguments(p, "proxy")
     p.add_argument("--otlp-endpoint", metavar="URL", help="also push spans live over OTLP/HTTP "
                    "(protobuf) to this OpenTelemetry backend, e.g. http://127.0.0.1:4318 "
@@ -55,6 +71,36 @@ def register(sub: Any) -> None:
     p.add_argument("--otlp-header", metavar="NAME=VALUE", action="append", default=[],
                    help="a header for the OTLP backend (e.g. its auth); repeatable")
     p.set_defaults(func=run)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+               "g": 1 << 30, "gb": 1 << 30}
+_TIME_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0}
+
+
+def parse_size(option: str, value: str) -> int:
+    """`256M` -> bytes; raises UsageError for anything else or a size that is not positive."""
+    number, unit = _split_unit(value)
+    if number is None or unit.lower() not in _SIZE_UNITS or number <= 0:
+        raise UsageError(f"{option} needs a positive size like 256M or 1G, got {value!r}")
+    return int(number * _SIZE_UNITS[unit.lower()])
+
+
+def parse_duration(option: str, value: str) -> float:
+    """`2s`, `500ms`, `1m` -> seconds; raises UsageError otherwise."""
+    number, unit = _split_unit(value)
+    if number is None or unit.lower() not in _TIME_UNITS or number <= 0:
+        raise UsageError(f"{option} needs a positive duration like 2s or 500ms, got {value!r}")
+    return number * _TIME_UNITS[unit.lower()]
+
+
+def _split_unit(value: str) -> tuple[float | None, str]:
+    text = value.strip()
+    digits = len(text) - len(text.lstrip("0123456789."))
+    try:
+        return float(text[:digits]), text[digits:].strip()
+    except ValueError:
+        return None, ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,13 +125,18 @@ def run(args: argparse.Namespace) -> int:
                              upstream=upstream, raw=args.raw, checks=_checks_json(args, faults),
                              quiet=args.quiet, redact_paths=redact_paths(args),
                              proxy_auth=proxy_auth, allow_upstream=allow,
-                             faults=faults.to_json() if faults else "", otlp=_otlp_json(args))
+                             faults=faults.to_json() if faults else "",
+                             max_backlog=parse_size("--max-backlog", args.max_backlog),
+                             max_lag=parse_duration("--max-lag", args.max_lag),
+                             stop_timeout=parse_duration("--stop-timeout", args.stop_timeout),
+                             otlp=_otlp_json(args))
         _check_writable(args.db)
+        started = time.time()
         code = run_proxy(config)
     except ProxyError as exc:
         raise UsageError(str(exc)) from None
-    if code == 0:
-        _summarise(args.db)
+    if code in (0, EXIT_INCOMPLETE):
+        code = _summarise(args.db, started, code)
     return code
 
 
@@ -201,15 +252,22 @@ def _check_writable(db: str) -> None:
         Capture(path).close()  # refuses a file that is not an ssetap capture
 
 
-def _summarise(db: str) -> None:
-    from recorder.store import Capture, StoreError
+def _summarise(db: str, started: float, code: int) -> int:
+    """Print what was recorded; returns the exit status (3 when anything is missing)."""
+    from recorder.gaps import incomplete_line
+    from recorder.store import Capture, StoreError, recover_if_interrupted
 
+    # A worker stopped for running over the stop timeout left the capture open: mark it now.
+    interrupted = recover_if_interrupted(db)
     try:
         with Capture(db) as capture:
             counts = capture.counts()
-            meta = capture.meta()
-    except StoreError:
-        return
+            recent = [g for g in capture.gaps() if g["ended_at"] >= started - 1]
+            pushed = capture.meta().get("otlp_push")
+    except StoreError as exc:
+        print(f"ssetap: error: the capture cannot be read back ({exc})", file=sys.stderr)
+        return EXIT_INCOMPLETE
+
     def n(count: int, one: str, many: str) -> str:
         return f"{count} {one if count == 1 else many}"
 
@@ -218,10 +276,18 @@ def _summarise(db: str) -> None:
           f"{n(counts['messages'], 'message', 'messages')}, "
           f"{n(counts['sse_events'], 'SSE event or comment', 'SSE events and comments')} "
           f"into {db}", file=sys.stderr)
-    pushed = meta.get("otlp_push")
     if pushed:
         from recorder.otlp_push import counts_line
 
         line = counts_line(pushed)
         if line:
             print(f"ssetap: {line}", file=sys.stderr)
+    if recent or interrupted or code == EXIT_INCOMPLETE:
+        events = sum(g["events"] if g["events"] is not None else g["chunks"] for g in recent)
+        if recent:
+            print(f"ssetap: {incomplete_line(events, len(recent))}", file=sys.stderr)
+        else:
+            print("ssetap: recording incomplete: the recording process stopped early (see the "
+                  "errors above); see ssetap check", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return 0

@@ -74,3 +74,8 @@ def serious(report: dict[str, Any]) -> list[tuple[str, bool]]:
     """(kind, injected) of every warning or error flag."""
     return sorted({(f["kind"], f["injected"]) for f in flags(report)
                    if f["severity"] in ("warning", "error")})
+
+
+# How the SDK client reports a call whose response stream was cut and could not be resumed:
+# SDK v1 waits for its read timeout; SDK v2 fails the call at once with "Connection closed".
+LOST_CALL: tuple[str, Any] = ("timeout", None) if sdk.generation() < 2 else ("error", -32000)

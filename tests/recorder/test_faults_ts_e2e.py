@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.recorder.capture_query import q
-from tests.recorder.fault_helpers import call, check, run_client, serious
+from tests.recorder.fault_helpers import LOST_CALL, call, check, run_client, serious
 from tests.recorder.test_ts_peer_e2e import ENTRY, NODE, everything  # noqa: F401 (fixture)
 
 pytestmark = [
@@ -42,7 +42,7 @@ def test_cut_stream_the_client_resumes_with_a_stale_event_id(record, everything)
     # is cut too (every response stream is), before the response. The client resumes again
     # with the *same* Last-Event-ID it first sent, so it sees progress 3-5 twice, and at
     # last gives up at its read timeout.
-    assert seen == ("timeout", None)
+    assert seen == LOST_CALL
     assert progress[:5] == [1.0, 2.0, 3.0, 4.0, 5.0] and progress[5:8] == [3.0, 4.0, 5.0]
     resumes = q(rec.db, "SELECT last_event_id_sent FROM streams WHERE role = 'resume'")
     assert len(resumes) >= 2 and len({r[0] for r in resumes}) == 1
@@ -59,7 +59,7 @@ def test_strip_event_ids_then_a_cut_stream_cannot_be_resumed(record, everything)
     progress: list[float] = []
     seen = run_client(rec.url + "/mcp", "streamable-http", _long_call(progress), timeout=3.0)
     assert rec.stop() == 0
-    assert seen == ("timeout", None) and progress == [1.0, 2.0]  # no id: no resumption
+    assert seen == LOST_CALL and progress == [1.0, 2.0]  # no id: no resumption
     assert q(rec.db, "SELECT count(*) FROM streams WHERE role = 'resume'") == [(0,)]
     assert q(rec.db, "SELECT count(*) FROM sse_events WHERE event_id IS NOT NULL") == [(0,)]
     stripped = q(rec.db, "SELECT count(*) FROM injections WHERE action = 'stripped-id'")[0][0]

@@ -146,3 +146,39 @@ def test_lookups(story: tuple[Path, dict[str, Any]]) -> None:
     gap = index.next_of_source(GAP, 0, 1)
     assert gap is not None and index.next_of_source(GAP, gap, -1) is None
     assert index.position_at_time(index.times[gap] + 0.5) == gap + 1
+
+
+def test_a_capture_gap_is_a_row_of_its_own_whatever_the_filter(tmp_path: Path) -> None:
+    from recorder import gaps, wire
+    from recorder.ingest import Ingest
+    from recorder.redact import Redactor
+    from recorder.store import StoreWriter
+    from tui.detail_data import load_detail
+    from tui.rows import load_entries
+    from tui.timeline_index import CAPTURE_GAP
+
+    db = tmp_path / "gap.db"
+    writer = StoreWriter(db)
+    ingest = Ingest(writer, Redactor(b"k" * 32))
+    event = b'data: {"jsonrpc":"2.0","method":"notifications/message","params":{}}\n\n'
+    for fact in [
+        ("q", "f", 1.0, "GET", "http://s:1/sse", "HTTP/1.1",
+         [("Mcp-Session-Id", "a" * 32), ("Accept", "text/event-stream")], None, "c:1"),
+        ("h", "f", 1.0, 200, "OK", [("Content-Type", "text/event-stream")], True),
+        ("c", "f", 1.1, event),
+        (wire.GAP, "f", 1.2, 3.0, len(event) * 50, 50, 50, gaps.OVERLOAD, None, b"\n\n"),
+        ("c", "f", 3.1, event),
+        ("e", "f", 4.0, None),
+    ]:
+        ingest.feed(fact)
+    ingest.close(5.0)
+    writer.close()
+    for timeline_filter in (TimelineFilter(), TimelineFilter(flagged_only=True)):
+        index = build(db, timeline_filter=timeline_filter)
+        found = [(t, i) for t, s, i in rows(index) if s == CAPTURE_GAP]
+        assert found == [(1.2, 1)], rows(index)
+    with BrowseReader(db) as reader:
+        (entry,) = load_entries(reader, [(CAPTURE_GAP, 1)])
+        assert entry.badge == "LOST" and "overload" in entry.text and "50 SSE events" in entry.text
+        detail = load_detail(reader, (CAPTURE_GAP, 1), 1.0)
+        assert "overload" in detail.title
