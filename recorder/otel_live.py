@@ -73,15 +73,7 @@ class LiveSpans:
 
     def flag(self, row: dict[str, Any]) -> None:
         """A flag the live checks raised: an event of its stream's span, or its session's."""
-        finding = otel.flag_finding(row)
-        stream = self.streams.get(row["stream_id"]) if row.get("stream_id") else None
-        if stream is not None:
-            if len(stream.findings) < MAX_FINDINGS:
-                stream.findings.append(finding)
-        elif row.get("session_id") is not None:
-            found = self.session_findings.setdefault(row["session_id"], [])
-            if len(found) < MAX_FINDINGS:
-                found.append(finding)
+        self._finding(otel.flag_finding(row), row)
 
     def __call__(self, observation: Observation) -> None:
         kind, row = observation.kind, observation.row
@@ -109,6 +101,20 @@ class LiveSpans:
                 if row.get("session_id") is not None:
                     stream.session_id = row["session_id"]
                 self._stream_span(stream, {**stream.row, **row})
+
+    def gap(self, row: dict[str, Any]) -> None:
+        """What the recording could not keep (a `capture_gaps` row): an event like a flag."""
+        self._finding(otel.gap_finding(row), row)
+
+    def _finding(self, finding: otel.Finding, row: dict[str, Any]) -> None:
+        stream = self.streams.get(row["stream_id"]) if row.get("stream_id") else None
+        if stream is not None:
+            if len(stream.findings) < MAX_FINDINGS:
+                stream.findings.append(finding)
+        elif row.get("session_id") is not None:
+            found = self.session_findings.setdefault(row["session_id"], [])
+            if len(found) < MAX_FINDINGS:
+                found.append(finding)
 
     def _session(self, row: dict[str, Any]) -> None:
         known = self.sessions.get(row["id"])

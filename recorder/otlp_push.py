@@ -256,7 +256,7 @@ class LivePush:
 
     def tee(self, writer: Any) -> FlagTee:
         """`writer`, with the flags written through it also given to the spans."""
-        return FlagTee(writer, self.spans.flag)
+        return FlagTee(writer, self.spans.flag, self.spans.gap)
 
     def close(self, t: float, writer: Any) -> PushCounts:
         """Finish the open spans, push them, and store the counts in the capture's meta."""
@@ -268,16 +268,22 @@ class LivePush:
 
 
 class FlagTee:
-    """A store writer's stand-in that passes everything on and copies `flags` rows out."""
+    """A store writer's stand-in that passes everything on and copies flags and capture gaps
+    (recorder.gaps.CaptureGap, as rows) out."""
 
-    def __init__(self, writer: Any, on_flag: Any) -> None:
+    def __init__(self, writer: Any, on_flag: Any, on_gap: Any) -> None:
         self._writer = writer
         self._on_flag = on_flag
+        self._on_gap = on_gap
 
     def insert(self, table: str, row: dict[str, Any]) -> None:
         self._writer.insert(table, row)
         if table == "flags":
             self._on_flag(row)
+
+    def record_gap(self, gap: Any) -> None:
+        self._writer.record_gap(gap)
+        self._on_gap(gap.row(0))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._writer, name)

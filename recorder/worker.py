@@ -93,13 +93,13 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
     # One redaction stage in front of the writer, for ingest's rows and the checks' flags alike.
     stage = RedactionStage(writer, redactor, redact_paths)
     otlp = otlp_push.from_environment()  # ssetap record --otlp-endpoint
-    # The live checks write their flags through `otlp.tee` (after the stage has redacted them),
-    # so flags become span events too.
+    # Flags (the live checks') and capture gaps (ingest's) go through `otlp.tee`, after the
+    # stage has redacted them, so they become span events too.
     sink = otlp.tee(stage) if otlp is not None else stage
     observers = observers_factory(cast(StoreWriter, sink)) if observers_factory else []
     if otlp is not None:
         observers.append(otlp.observe)
-    ingest = Ingest(stage, redactor, observers)
+    ingest = Ingest(cast(RedactionStage, sink), redactor, observers)
     ingest.recovered = writer.recovered
     reader = FrameReader()
     stopping = False

@@ -133,3 +133,30 @@ def test_capture_gaps_become_span_events_of_their_stream():
     assert attributes["ssetap.gap.reason"] == "backlog-full"
     assert attributes["ssetap.gap.events"] == 7 and attributes["ssetap.gap.bytes"] == 4096
     assert span.parent_span_id == otel.session_span_id(session)
+
+
+def test_live_spans_carry_flags_and_capture_gaps_of_their_stream():
+    from recorder.ingest import Observation
+    from recorder.otel_live import LiveSpans
+
+    spans: list[otel.Span] = []
+    live = LiveSpans(spans.append)
+    live(Observation("session", 100.0, {"id": 1, "key": "sid:abc", "transport": "sse",
+                                        "server": "http://127.0.0.1:9", "started_at": 100.0}))
+    live(Observation("stream-open", 100.1, {"id": 5, "exchange_id": 2, "session_id": 1,
+                                            "method": "GET", "role": "legacy",
+                                            "opened_at": 100.1}))
+    live(Observation("sse", 100.5, {"id": 1, "stream_id": 5, "session_id": 1, "t": 100.5,
+                                    "kind": "comment"}))
+    live.gap({"stream_id": 5, "session_id": 1, "reason": "overload", "bytes": 10, "chunks": 1,
+              "events": 2, "started_at": 101.0, "ended_at": 102.0})
+    live.flag({"stream_id": None, "session_id": 1, "t": 103.0, "kind": "lost-session",
+               "severity": "error", "message": "gone", "call_id": None})
+    live(Observation("stream-close", 104.0, {"id": 5, "session_id": 1, "closed_at": 104.0,
+                                             "close_reason": "end", "bytes": 99}))
+    live.close(105.0)
+    stream = next(s for s in spans if s.name == "mcp.sse_stream legacy")
+    assert [e.name for e in stream.events] == ["sse.heartbeat", "ssetap.capture_gap"]
+    session = next(s for s in spans if s.name == "mcp.session")
+    assert [dict(e.attributes)["ssetap.flag.kind"] for e in session.events] == ["lost-session"]
+    assert stream.parent_span_id == session.span_id and stream.end == 104.0
