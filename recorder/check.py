@@ -210,6 +210,7 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
               use_stored_config: bool = True) -> tuple[CheckResult, HealthConfig]:
     """Check a capture; returns the result and the config actually used."""
     from recorder.health import HealthConfig, HealthMonitor, config_from_mapping
+    from recorder.health.spec.schema import validate_message
     from recorder.store import Capture
 
     with Capture(path) as capture:
@@ -219,7 +220,7 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
         used = config or base
         injections = capture.injections()
         used = _with_injected_deadlines(used, injections)
-        monitor = HealthMonitor(used)
+        monitor = HealthMonitor(used, validate=validate_message)
         flags: list[Flag] = []
         end: float | None = None
         for observation in with_ticks(observations(capture), used.tick_interval):
@@ -409,39 +410,26 @@ def json_report(result: CheckResult, config: HealthConfig, fail_on: str, failed:
 
 def junit_report(result: CheckResult, fail_on: str, *, include_injected: bool = False) -> bytes:
     """One test case per session; it fails when one of its flags reaches `fail_on`."""
-    import xml.etree.ElementTree as ET
+    from recorder.junit import FAILURE, JunitCase, JunitProblem, JunitSuite, render
 
     threshold = severity_rank(fail_on)
-    groups = _worst_first(result)
-    suites = ET.Element("testsuites", name="ssetap check")
-    suite = ET.SubElement(suites, "testsuite", name=f"ssetap check {result.path}")
-    failures = 0
-    cases = 0
+    cases: list[JunitCase] = []
     seen: set[int | None] = set()
-    for session, indexes in groups:
+    for session, indexes in _worst_first(result):
         seen.add(session["id"] if session else None)
-        cases += 1
-        case = ET.SubElement(suite, "testcase", classname="ssetap.check",
-                             name=_session_title(session))
         lines = [f"[{result.flags[i].severity}] {result.flags[i].kind}: "
                  f"{result.flags[i].message}" for i in indexes]
         bad = [i for i in indexes if severity_rank(result.flags[i].severity) >= threshold
                and fails(result.flags[i], fail_on, include_injected)]
+        problem = None
         if bad:
-            failures += 1
-            worst = result.flags[bad[0]]
-            failure = ET.SubElement(case, "failure", type=worst.kind,
-                                    message=f"{_plural(len(bad), 'flag')} at or above {fail_on}")
-            failure.text = "\n".join(lines[indexes.index(i)] for i in bad)
-        ET.SubElement(case, "system-out").text = "\n".join(lines)
-    for session in result.sessions:
-        if session["id"] not in seen:
-            cases += 1
-            ET.SubElement(suite, "testcase", classname="ssetap.check",
-                          name=_session_title(session))
-    suite.set("tests", str(cases))
-    suite.set("failures", str(failures))
-    suite.set("errors", "0")
-    suites.set("tests", str(cases))
-    suites.set("failures", str(failures))
-    return bytes(ET.tostring(suites, encoding="utf-8", xml_declaration=True))
+            problem = JunitProblem(
+                FAILURE, result.flags[bad[0]].kind,
+                f"{_plural(len(bad), 'flag')} at or above {fail_on}",
+                "\n".join(lines[indexes.index(i)] for i in bad))
+        cases.append(JunitCase("ssetap.check", _session_title(session), problem=problem,
+                               system_out="\n".join(lines)))
+    cases += [JunitCase("ssetap.check", _session_title(session))
+              for session in result.sessions if session["id"] not in seen]
+    suite = JunitSuite(f"ssetap check {result.path}", tuple(cases))
+    return render("ssetap check", [suite]).encode()

@@ -28,6 +28,7 @@ from recorder.health import (
     HealthMonitor,
     config_from_mapping,
 )
+from recorder.health.spec.schema import validate_message
 from recorder.ingest import Observation, Observer
 from recorder.model import Flag
 from recorder.store import StoreWriter
@@ -101,7 +102,7 @@ class LiveChecks:
                  console: TextIO | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.writer = writer
-        self.monitor = HealthMonitor(config)
+        self.monitor = HealthMonitor(config, validate=validate_message)
         self.console = console if console is not None else sys.stderr
         self.clock = clock
         self.broken = False

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Final, Self
 
+import recorder.json_paths as json_paths
+
 
 class RulesError(Exception):
     """A rules file or path pattern that cannot be parsed; the message names the line."""
@@ -100,123 +102,20 @@ def format_path(path: Sequence[Segment]) -> str:
 
 # --- Patterns -------------------------------------------------------------------------------
 
-# Pattern tokens: ("key", name) ("index", n) ("keyed", field, value) ("any",) ("descend",)
-_Token = tuple[Any, ...]
-
-
-def _read_quoted(text: str, i: int) -> tuple[str, int]:
-    quote = text[i]
-    out = []
-    i += 1
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text):
-            out.append(text[i + 1])
-            i += 2
-            continue
-        if c == quote:
-            return "".join(out), i + 1
-        out.append(c)
-        i += 1
-    raise RulesError(f"unterminated string in path {text!r}")
-
-
-def _read_bracket(text: str, i: int) -> tuple[_Token, int]:
-    """Parse `[...]` starting at text[i] == '['; return the token and the index after `]`."""
-    i += 1
-    if i < len(text) and text[i] in "\"'":
-        key, i = _read_quoted(text, i)
-        token: _Token = ("key", key)
-    else:
-        end = text.find("]", i)
-        if end < 0:
-            raise RulesError(f"missing ']' in path {text!r}")
-        inner = text[i:end].strip()
-        i = end
-        if inner == "*":
-            token = ("any",)
-        elif inner.lstrip("-").isdigit():
-            token = ("index", int(inner))
-        elif "=" in inner:
-            name, _, value = inner.partition("=")
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value, _ = _read_quoted(value, 0)
-            token = ("keyed", name.strip(), value)
-        else:
-            raise RulesError(f"cannot read [{inner}] in path {text!r}")
-    if i >= len(text) or text[i] != "]":
-        raise RulesError(f"missing ']' in path {text!r}")
-    return token, i + 1
-
-
-def _read_name(text: str, i: int) -> tuple[_Token, int]:
-    start = i
-    while i < len(text) and text[i] not in ".[":
-        i += 1
-    name = text[start:i]
-    if not name:
-        raise RulesError(f"empty key in path {text!r}")
-    return (("any",) if name == "*" else ("key", name)), i
+# The path grammar is recorder.json_paths' (the recorder's `--redact-path` reads the same
+# paths); here its errors are rules errors.
+_Token = json_paths.Token
 
 
 def parse_pattern(text: str) -> tuple[_Token, ...]:
     """Compile a path pattern: `$`, `.key`, `[0]`, `["key"]`, `[name=echo]`, `*`, `..` (any depth)."""
-    text = text.strip()
-    if not text.startswith("$"):
-        raise RulesError(f"a path starts with '$', got {text!r}")
-    tokens: list[_Token] = []
-    i = 1
-    while i < len(text):
-        c = text[i]
-        if text.startswith("..", i):
-            tokens.append(("descend",))
-            i += 2
-            if i < len(text) and text[i] == "[":
-                token, i = _read_bracket(text, i)
-            else:
-                token, i = _read_name(text, i)
-            tokens.append(token)
-        elif c == ".":
-            token, i = _read_name(text, i + 1)
-            tokens.append(token)
-        elif c == "[":
-            token, i = _read_bracket(text, i)
-            tokens.append(token)
-        else:
-            raise RulesError(f"unexpected {c!r} at position {i} in path {text!r}")
-    return tuple(tokens)
+    try:
+        return json_paths.parse_path(text)
+    except json_paths.PathError as exc:
+        raise RulesError(str(exc)) from None
 
 
-def _segment_matches(token: _Token, segment: Segment) -> bool:
-    kind = token[0]
-    if kind == "any":
-        return True
-    if kind == "key":
-        return isinstance(segment, str) and fnmatchcase(segment, token[1])
-    if kind == "index":
-        return isinstance(segment, int) and segment == token[1]
-    if kind == "keyed":
-        return (isinstance(segment, tuple) and segment[0] == token[1]
-                and fnmatchcase(segment[1], token[2]))
-    return False
-
-
-def pattern_matches(tokens: Sequence[_Token], path: Sequence[Segment]) -> bool:
-    """Whether a compiled pattern matches exactly this path (`..` spans zero or more segments)."""
-
-    def match(ti: int, pi: int) -> bool:
-        while ti < len(tokens):
-            token = tokens[ti]
-            if token[0] == "descend":
-                return any(match(ti + 1, start) for start in range(pi, len(path) + 1))
-            if pi >= len(path) or not _segment_matches(token, path[pi]):
-                return False
-            ti += 1
-            pi += 1
-        return pi == len(path)
-
-    return match(0, 0)
+pattern_matches = json_paths.matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,33 +137,13 @@ class IgnoreRule:
         return self.name is None or fnmatchcase(name or "", self.name)
 
 
-_COMMENT = re.compile(r"\s#")
-
-
 def parse_rules(text: str, source: str = "rules") -> tuple[IgnoreRule, ...]:
     """Parse a rules file: one `[METHOD[:NAME]] PATH` per line; `#` starts a comment."""
-    rules = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        # A comment is a whole line starting with '#', or '#' after whitespace.
-        line = _COMMENT.split(raw.strip(), maxsplit=1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        scope: str | None = None
-        if not line.startswith("$"):
-            scope, _, line = line.partition(" ")
-            line = line.strip()
-            if not line:
-                raise RulesError(f"{source}:{number}: a path starting with '$' is missing "
-                                 f"after {scope!r}")
-        method, name = (None, None)
-        if scope is not None:
-            method, sep, rest = scope.partition(":")
-            name = rest if sep else None
-        try:
-            rules.append(IgnoreRule.parse(line, method or None, name or None))
-        except RulesError as exc:
-            raise RulesError(f"{source}:{number}: {exc}") from None
-    return tuple(rules)
+    try:
+        return tuple(IgnoreRule.parse(path, method, name)
+                     for path, method, name in json_paths.rule_lines(text, source))
+    except json_paths.PathError as exc:
+        raise RulesError(str(exc)) from None
 
 
 # Volatile by nature: never the same twice, or chosen by the client (rewritten by replay).

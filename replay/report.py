@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from typing import Any
 
 import orjson
 
+from recorder.junit import ERROR, FAILURE, JunitCase, JunitProblem, JunitSuite, render
 from replay.diff import MISSING, Difference
 from replay.results import MATCH, STATUSES, CallResult, ReplayResult, SessionResult
 
@@ -143,32 +143,20 @@ def render_json(result: ReplayResult) -> str:
 
 
 def render_junit(result: ReplayResult) -> str:
-    """JUnit XML: one testsuite per session, one testcase per call."""
-    suites = ET.Element("testsuites", name="ssetap replay")
+    """JUnit XML: one testsuite per session, one testcase per call (recorder.junit writes it)."""
+    suites = []
     for session in result.sessions:
-        bad = [c for c in session.calls if not c.ok]
-        suite = ET.SubElement(suites, "testsuite", {
-            "name": f"{result.capture} session {session.session_id}",
-            "tests": str(len(session.calls)),
-            "failures": str(sum(c.status != "error" for c in bad)),
-            "errors": str(sum(c.status == "error" for c in bad) + (1 if session.error else 0)),
-        })
+        cases = []
         for call in session.calls:
-            case = ET.SubElement(suite, "testcase", {
-                "classname": f"session{session.session_id}",
-                "name": f"#{call.ordinal} {call.label}",
-                "time": f"{(call.latency_ms or 0) / 1000:.3f}",
-            })
-            if call.status == MATCH:
-                continue
-            text = "\n".join(line.strip() for line in call_lines(call)[1:])
-            tag = "error" if call.status == "error" else "failure"
-            element = ET.SubElement(case, tag, {"type": call.status,
-                                                "message": call.detail or call.status})
-            element.text = text or None
+            problem = None
+            if call.status != MATCH:
+                text = "\n".join(line.strip() for line in call_lines(call)[1:])
+                problem = JunitProblem(ERROR if call.status == "error" else FAILURE,
+                                       call.status, call.detail or call.status, text or None)
+            cases.append(JunitCase(f"session{session.session_id}", f"#{call.ordinal} {call.label}",
+                                   (call.latency_ms or 0) / 1000, problem))
         if session.error:
-            case = ET.SubElement(suite, "testcase", {"classname": f"session{session.session_id}",
-                                                     "name": "session"})
-            ET.SubElement(case, "error", {"type": "session", "message": session.error})
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, "unicode") + "\n"
+            cases.append(JunitCase(f"session{session.session_id}", "session",
+                                   problem=JunitProblem(ERROR, "session", session.error)))
+        suites.append(JunitSuite(f"{result.capture} session {session.session_id}", tuple(cases)))
+    return render("ssetap replay", suites)

@@ -22,13 +22,17 @@ def register(sub: Any) -> None:
         "check", help="flag stream-health, protocol and security problems in a capture",
         description="Re-run ssetap's stream-health checks over a capture: missing heartbeats, "
         "idle-timeout closes, buffering, truncated streams, reconnect storms, resume gaps, "
-        "request timeouts, late/orphan/duplicate responses, lost sessions and security "
-        "mistakes. Reports by session, worst first; stores its flags in the capture.")
+        "request timeouts and cancels, late/orphan/duplicate responses, lost sessions, "
+        "cross-session delivery, rate limits, security mistakes and MCP specification "
+        "violations. Reports by session, worst first; stores its flags in the capture.")
     p.add_argument("db", help="capture file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--fail-on", choices=list(SEVERITIES), default="error",
                    help="exit 1 if any flag is at or above this severity (default error)")
     p.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    p.add_argument("--sarif", metavar="FILE",
+                   help="also write SARIF 2.1.0 (one result per flag) for code-scanning "
+                   "dashboards")
     p.add_argument("--heartbeat-interval", metavar="S",
                    help="expected heartbeat cadence for streams that show none (default 15s)")
     p.add_argument("--request-timeout", metavar="DURATION",
@@ -84,6 +88,14 @@ def run(args: argparse.Namespace) -> int:
                                                      include_injected=args.include_injected))
         except OSError as exc:
             raise UsageError(f"cannot write {args.junit}: {exc.strerror}") from None
+    if args.sarif:
+        from recorder.sarif import sarif_report
+
+        try:
+            Path(args.sarif).write_bytes(orjson.dumps(sarif_report(result),
+                                                      option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.sarif}: {exc.strerror}") from None
     if args.json:
         report = json_report(result, config, args.fail_on, failed, stored)
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")

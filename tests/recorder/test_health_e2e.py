@@ -628,7 +628,7 @@ EXPECTED = [
     ("reconnect-storm", "error", "faulty", "/storm", "with no backoff"),
     ("resume-gap", "error", "faulty", "/resume", "without Last-Event-ID"),
     ("request-timeout", "error", "sdk", "/mcp", "state=pending"),
-    ("request-timeout", "error", "sdk", "/mcp", "state=cancelled"),
+    ("request-cancelled", "info", "sdk", "/mcp", "with reason 'Request timed out'"),
     ("request-timeout", "warning", "sdk", "/mcp", "state=slow"),
     ("request-timeout", "error", "faulty", "/drop", "state=stream-closed"),
     ("late-response", "warning", "sdk", "/mcp", "arrived"),
@@ -670,8 +670,10 @@ def test_fault_is_flagged_live_and_by_check(faults: Captured, kind: str, severit
 
 def test_every_flag_kind_has_a_real_scenario() -> None:
     from recorder.health import FLAG_KINDS
+    from tests.recorder.test_health_scenarios_e2e import SCENARIO_KINDS
+    from tests.recorder.test_pressure_e2e import SCENARIO_KINDS as RECORDER_KINDS
 
-    assert {e[0] for e in EXPECTED} == set(FLAG_KINDS)
+    assert {e[0] for e in EXPECTED} | SCENARIO_KINDS | RECORDER_KINDS == set(FLAG_KINDS)
 
 
 def test_silent_stream_was_flagged_while_it_was_still_open(faults: Captured) -> None:

@@ -38,6 +38,11 @@ def producer() -> Iterator[SseProducer]:
     server.stop()
 
 
+# The flag kinds the recorder raises itself, each shown here by a real scenario (the registry
+# coverage test in test_health_e2e.py reads this).
+SCENARIO_KINDS = {"capture-gap", "recording-interrupted"}
+
+
 def _ssetap(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "recorder.cli", *args], capture_output=True,
@@ -77,6 +82,9 @@ def test_overload_sheds_into_gaps_and_accounts_for_every_byte_and_event(tmp_path
     assert account.gaps >= 1 and account.reasons == {"overload"}
     assert account.close_reason == "end"
     assert integrity(db) == "ok"
+    out = _ssetap("check", str(db))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "capture-gap" in out.stdout
     del took
 
 

@@ -197,10 +197,8 @@ def test_stored_urls_classify_like_the_urls_they_came_from() -> None:
         assert secrets.secret_query_params(r.url(url)) == secrets.secret_query_params(url), name
 
 
-@pytest.mark.xfail(strict=True, reason="recorder/health.py (issue 14's split) still has its own "
-                   "_TOKEN_PARAM; the lead wires `token-in-url` to "
-                   "recorder.secrets.secret_query_params at merge, then removes this marker")
 def test_the_token_in_url_check_agrees_with_redaction_on_every_case() -> None:
+    # recorder.health.security.credential_params asks recorder.secrets.secret_query_params.
     import dataclasses
 
     from tests.recorder.test_health import CFG, MCP, Wire, rpc

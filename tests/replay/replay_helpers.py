@@ -32,7 +32,7 @@ from mcp.shared.context import RequestContext
 from recorder.demo_server import build_server
 from replay.mock import AppServer
 
-__all__ = ["LENIENT", "ROOT", "McpError", "record_capture"]  # re-exported for the tests that import them here
+__all__ = ["LENIENT", "ROOT", "McpError", "record_capture", "types"]  # re-exported for the tests that import them here
 
 TRANSPORTS = ("sse", "streamable-http")
 PING_INTERVAL = 0.25

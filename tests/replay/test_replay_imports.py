@@ -14,6 +14,7 @@ ALLOWED_RECORDER = {"recorder.model", "recorder.sse", "recorder.jsonrpc", "recor
                     "recorder.usage",
                     # issue 12: the pure fault core and the shared --fault options (serve --fault)
                     "recorder.faults", "recorder.fault_stream", "recorder.fault_options"}
+ALLOWED_RECORDER |= {"recorder.junit", "recorder.json_paths"}  # the one JUnit writer, shared with `ssetap check`
 
 
 def test_import_replay_engine_loads_neither_textual_nor_mitmproxy() -> None:

@@ -41,7 +41,7 @@ def test_replay_numbers_calls_with_the_recorded_id_show_prints(
 
 def test_record_summary_counts_in_words(captures: dict[str, Capture],
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    _summarise(str(captures["sse"].db))
+    assert _summarise(str(captures["sse"].db), started=0.0, code=0) == 0
     line = capsys.readouterr().err
     assert line.startswith("ssetap: recorded 1 session, ") and "1 sessions" not in line
 

@@ -1,0 +1,366 @@
+"""What the detectors remember: per-session, call, exchange and stream state, and helpers."""
+
+# The state is shared by the detector modules (streams, reconnects, calls, sessions, security):
+# each is a mixin over `DetectorState`, which holds the bookkeeping and raises flags. Flags
+# fire once per (kind, subject); the subject names the finding the same way live and offline.
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import statistics
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from recorder.health.config import KNOWN_TIMEOUTS, HealthConfig
+from recorder.health.registry import FLAG_KINDS
+from recorder.model import Flag
+from recorder.redact import session_param
+
+
+def secs(seconds: float) -> str:
+    if seconds >= 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
+
+
+def header_map(text: Any) -> dict[str, str]:
+    """Stored headers (a JSON list of [name, value]) as a lower-case dict."""
+    if not text:
+        return {}
+    try:
+        pairs = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    out: dict[str, str] = {}
+    for pair in pairs if isinstance(pairs, list) else ():
+        if isinstance(pair, list) and len(pair) == 2:
+            name, value = str(pair[0]).lower(), str(pair[1])
+            out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def json_or_none(text: Any) -> Any:
+    if not isinstance(text, str | bytes) or not text:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def timeout_cause(seconds: float) -> str | None:
+    for constant, who in KNOWN_TIMEOUTS.items():
+        if abs(constant - seconds) < 1e-6:
+            return who
+    return None
+
+
+def foreign_origin(origin: str) -> bool:
+    """An Origin a loopback server should refuse: `null`, or a web origin not on loopback."""
+    origin = origin.strip()
+    if origin.lower() == "null":
+        return True
+    return not is_loopback_host(urlsplit(origin).hostname)
+
+
+_SUFFIX = re.compile(r"(\d+)$")
+
+
+def numeric_suffix(event_id: str) -> int | None:
+    match = _SUFFIX.search(event_id)
+    return int(match.group(1)) if match else None
+
+
+
+
+@dataclass(slots=True)
+class Break:
+    """A stream that issued event ids and ended before its work was done: a resume is due."""
+
+    stream_id: int
+    last_id: str
+    at: float
+
+
+@dataclass(slots=True)
+class SessionState:
+    id: int
+    key: str = ""
+    transport: str = ""
+    client: tuple[str, str] = ("", "")  # client host, user agent
+    ok: int = 0  # 2xx answers to requests that named this session
+    last_ok_at: float | None = None
+    deleted: bool = False
+    ending: bool = False  # the client sent DELETE: its streams close on purpose
+    initialized: bool = False
+    work: int = 0  # client requests besides initialize and ping: the session did something
+    fresh_legacy: bool = False  # its endpoint event was recorded: it began in this capture
+    not_found: int = 0
+    not_found_at: float | None = None
+    pending_break: Break | None = None
+    answered: dict[tuple[str, str], float] = field(default_factory=dict)
+    event_ids: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (lane, pos)
+    lane_ids: dict[int, list[str]] = field(default_factory=dict)  # lane -> ids in order
+    resumed: dict[int, float] = field(default_factory=dict)  # lane -> when a resume opened
+
+
+@dataclass(slots=True)
+class CallState:
+    session: int
+    direction: str
+    rpc_id: str
+    method: str
+    name: str | None
+    call_id: int | None
+    message_id: int
+    exchange_id: int | None
+    sent_at: float
+    deadline: float
+    progress_token: str | None = None
+    progress: int = 0
+    last_progress_at: float | None = None
+    cancelled_at: float | None = None
+    cancel_reason: str | None = None
+    stream_id: int | None = None
+    carrier_closed_at: float | None = None
+    carrier_close: str | None = None
+    rejected: int | None = None  # HTTP status that refused the carrying POST
+
+    @property
+    def label(self) -> str:
+        what = f"{self.method} {self.name}" if self.name else self.method
+        return f"{what} (id {self.rpc_id})"
+
+
+@dataclass(slots=True)
+class ExchangeState:
+    id: int
+    method: str
+    path: str
+    url: str
+    server: str
+    host: str
+    port: int | None
+    scheme: str
+    client: tuple[str, str]
+    started_at: float
+    headers: dict[str, str]
+    mcp: bool
+    session_id: int | None = None
+    status: int | None = None
+    stream_id: int | None = None
+    calls: list[tuple[int, str, str]] = field(default_factory=list)
+    invalid: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    valid_rpc: bool = False
+    error_texts: list[str] = field(default_factory=list)
+    sse: bool = False
+    stream_reason: str | None = None
+    stream_retry_ms: int | None = None
+    attempt_key: tuple[str, ...] | None = None
+
+
+@dataclass(slots=True)
+class StreamState:
+    id: int
+    exchange_id: int | None
+    session_id: int | None
+    method: str
+    path: str
+    role: str
+    opened_at: float
+    last_event_id_sent: str | None
+    lane: int
+    last_byte: float | None = None
+    last_heartbeat: float | None = None
+    heartbeats: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    retry_ms: int | None = None
+    last_id: str | None = None
+    incomplete: bool = False
+    valid_rpc: bool = False
+    # The burst in progress (chunks closer together than burst_window).
+    burst_started: float | None = None
+    burst_last: float = 0.0
+    burst_silence: float = 0.0
+    burst_items: int = 0
+    burst_heartbeats: int = 0
+    burst_progress: int = 0
+    burst_explained: bool = False
+
+    def label(self) -> str:
+        return f"{self.method} {self.path} (stream #{self.id})"
+
+    def cadence(self) -> tuple[float, float, int] | None:
+        """(median, MAD, samples) of the intervals between heartbeats, if any were seen."""
+        samples = list(self.heartbeats)
+        if not samples:
+            return None
+        median = statistics.median(samples)
+        mad = statistics.median(abs(s - median) for s in samples)
+        return median, mad, len(samples)
+
+
+@dataclass(slots=True)
+class Attempts:
+    """GET stream attempts of one client on one URL (the reconnect-storm subject)."""
+
+    open: int = 0
+    last_end: float | None = None
+    last_failed: bool = False
+    last_lived: float = 0.0
+    last_reason: str | None = None
+    last_retry_ms: int | None = None
+    reconnects: deque[float] = field(default_factory=deque)
+    delays: list[float] = field(default_factory=list)
+    retry_violations: int = 0
+    session_id: int | None = None
+    sessions: deque[int] = field(default_factory=lambda: deque(maxlen=64))  # in attempt order
+
+
+@dataclass(slots=True)
+class InitLoop:
+    """The initializes of one client at one server (the re-initialize storm subject)."""
+
+    last_session: int | None = None
+    last_at: float = 0.0
+    loops: deque[tuple[float, int]] = field(default_factory=deque)  # (when, new session)
+
+
+@dataclass(slots=True)
+class RetryAfter:
+    """A 429/503 answer's `Retry-After`, to see whether the client waited for it."""
+
+    until: float
+    seconds: float
+    status: int
+    early: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """A stream close that no known constant explains, kept to spot values that recur."""
+
+    value: float
+    is_idle: bool
+    stream_id: int
+    label: str
+    how: str
+    session_id: int | None
+    exchange_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    """A client-closed stream at a round idle time, flagged only if the client reconnects."""
+
+    stream_id: int
+    closed_at: float
+    text: str
+    links: dict[str, Any]
+    due: float
+
+
+@dataclass(slots=True)
+class Truncation:
+    stream: StreamState
+    calls: list[tuple[int, str, str]]
+    closed_at: float
+    reason: str
+    due: float
+
+
+def session_list(ids: Iterable[int]) -> str:
+    """`#3, #4 ... #9` for a flag message (long lists shortened, all ids stay in details)."""
+    shown = [f"#{i}" for i in dict.fromkeys(ids)]
+    if len(shown) > 6:
+        shown = [*shown[:3], "...", *shown[-2:]]
+    return ", ".join(shown)
+
+
+def names_session(ex: ExchangeState) -> bool:
+    """Whether a request named its session (header or legacy query parameter)."""
+    if "mcp-session-id" in ex.headers:
+        return True
+    return session_param(ex.url) is not None
+
+
+class DetectorState:
+    """The bookkeeping every detector reads, and the one place flags are raised."""
+
+    def __init__(self, config: HealthConfig | None = None) -> None:
+        self.config = config or HealthConfig()
+        self.now = 0.0
+        self._out: list[Flag] = []
+        self._fired: set[tuple[Any, ...]] = set()
+        self._sessions: dict[int, SessionState] = {}
+        self._session_keys: dict[str, int] = {}
+        self._exchanges: dict[int, ExchangeState] = {}
+        self._streams: dict[int, StreamState] = {}
+        self._calls: dict[tuple[int, str, str], CallState] = {}
+        self._progress: dict[tuple[int, str, str], tuple[int, str, str]] = {}
+        self._attempts: dict[tuple[str, ...], Attempts] = {}
+        self._truncations: list[Truncation] = []
+        self._recoveries: dict[int, tuple[float, tuple[str, str], int | None]] = {}
+        self._reinitialized: dict[tuple[str, str], float] = {}
+        self._closes: deque[Close] = deque(maxlen=500)
+        self._idle_suspects: dict[tuple[str, ...], Suspect] = {}
+        self._challenged: set[str] = set()
+        self._mcp_paths: set[tuple[str, str]] = set()
+        self._lanes = 0
+        # (call direction, id, hash of the answer's text) -> session -> when it was delivered.
+        self._answer_prints: dict[tuple[str, str, int], dict[int, float]] = {}
+        self._init_loops: dict[tuple[str, ...], InitLoop] = {}
+        self._retry_after: dict[tuple[str, ...], RetryAfter] = {}
+        self._cancels: list[CallState] = []  # cancelled before the deadline, unresolved
+
+    def _flag(self, kind: str, subject: tuple[Any, ...], t: float, message: str, *,
+              severity: str | None = None, session_id: int | None = None,
+              stream_id: int | None = None, message_id: int | None = None,
+              call_id: int | None = None, exchange_id: int | None = None,
+              **details: Any) -> bool:
+        key = (kind, *subject)
+        if key in self._fired:
+            return False
+        self._fired.add(key)
+        session = self._sessions.get(session_id) if session_id is not None else None
+        kept = {k: v for k, v in details.items() if v is not None}
+        # The subject names the finding the same way live and offline (ids are the capture's),
+        # so `ssetap check` can tell a finding it shares with the live run.
+        kept["subject"] = "/".join(str(part) for part in subject)
+        self._out.append(Flag(
+            kind=kind, severity=severity or FLAG_KINDS[kind], t=t, message=message,
+            session_key=session.key if session else None, stream_id=stream_id,
+            message_id=message_id, call_id=call_id, exchange_id=exchange_id,
+            details=kept, session_id=session_id,
+        ))
+        return True
+
+    def _session(self, session_id: int | None) -> SessionState | None:
+        if session_id is None:
+            return None
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = self._sessions[session_id] = SessionState(session_id)
+        return session
+
+    def _new_lane(self) -> int:
+        self._lanes += 1
+        return self._lanes
