@@ -98,9 +98,10 @@ class WorkerLink:
     """Ships facts to a `recorder.worker` process over its stdin, within bounded memory."""
 
     def __init__(self, db: str, raw: bool, config: str, limits: LinkLimits | None = None,
-                 redact_paths: str = "") -> None:
+                 redact_paths: str = "", otlp: str = "") -> None:
         self.limits = limits or LinkLimits()
         self._cmd_args = (db, raw, config, redact_paths)
+        self._otlp = otlp
         self.queue: deque[wire.Fact] = deque()
         self._held: deque[wire.Fact] = deque()
         self._held_bytes = 0
@@ -129,6 +130,10 @@ class WorkerLink:
     def _spawn(self, *, resume: bool) -> subprocess.Popen[bytes]:
         db, raw, config, redact_paths = self._cmd_args
         env = dict(os.environ)
+        env.pop("SSETAP_OTLP", None)
+        if self._otlp:
+            # recorder.otlp_push.ENV_VAR: in the environment, not argv (a backend's auth header)
+            env["SSETAP_OTLP"] = self._otlp
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         # -P: do not put the current directory first on sys.path, or a `recorder` package in
@@ -421,6 +426,8 @@ class Recorder:
                           "Store secrets (Authorization, cookies, session ids) unredacted.")
         loader.add_option("ssetap_checks", str, "{}",
                           "JSON options for ssetap's live stream-health checks.")
+        loader.add_option("ssetap_otlp", str, "",
+                          "JSON options of the live OTLP push (recorder.otlp_push.PushOptions).")
         loader.add_option("ssetap_redact_paths", str, "",
                           "JSON paths of MCP messages to redact, one `[METHOD[:NAME]] PATH` a line.")
         loader.add_option("ssetap_max_backlog", int, wire.DEFAULT_MAX_BACKLOG,
@@ -433,7 +440,7 @@ class Recorder:
 
     def configure(self, updated: set[str]) -> None:
         if not ({"ssetap_db", "ssetap_raw", "ssetap_checks", "ssetap_redact_paths",
-                 "ssetap_max_backlog",
+                 "ssetap_max_backlog", "ssetap_otlp",
                  "ssetap_max_lag_ms", "ssetap_stop_timeout_ms"} & updated):
             return
         for name in ("ssetap_max_backlog", "ssetap_max_lag_ms", "ssetap_stop_timeout_ms"):
@@ -454,7 +461,7 @@ class Recorder:
         limits = LinkLimits(ctx.options.ssetap_max_backlog, ctx.options.ssetap_max_lag_ms / 1000,
                             ctx.options.ssetap_stop_timeout_ms / 1000)
         self.link = WorkerLink(db, ctx.options.ssetap_raw, ctx.options.ssetap_checks, limits,
-                               ctx.options.ssetap_redact_paths)
+                               ctx.options.ssetap_redact_paths, ctx.options.ssetap_otlp)
         self._append = self.link.queue.append
 
     def stop(self) -> None:

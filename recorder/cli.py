@@ -29,6 +29,8 @@ COMMANDS: tuple[str, ...] = (
     "recorder.commands.inspect",
     "recorder.commands.check",
     "recorder.commands.redact",
+    "recorder.commands.export",
+    "recorder.commands.import_",
     "tui.command",
     "replay.commands",
     "recorder.commands.demo",

@@ -37,6 +37,7 @@ class ProxyConfig:
     max_backlog: int = wire.DEFAULT_MAX_BACKLOG
     max_lag: float = wire.DEFAULT_MAX_LAG
     stop_timeout: float = wire.DEFAULT_STOP_TIMEOUT
+    otlp: str = ""  # recorder.otlp_push.PushOptions as JSON, "" for no live push
 
 
 # `record`'s exit status when the capture is not complete (shed, lost or unwritten data).
@@ -169,7 +170,8 @@ async def _run(config: ProxyConfig) -> int:
                                 "ssetap_redact_paths": config.redact_paths,
                                 "ssetap_max_backlog": config.max_backlog,
                                 "ssetap_max_lag_ms": max(1, round(config.max_lag * 1000)),
-                                "ssetap_stop_timeout_ms": max(1, round(config.stop_timeout * 1000))}
+                                "ssetap_stop_timeout_ms": max(1, round(config.stop_timeout * 1000)),
+                                "ssetap_otlp": config.otlp}
     if config.mode == "reverse":
         # Keep the client's Host (Origin is never rewritten), so the upstream's own
         # DNS-rebinding defence still sees what the client sent.

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import cast
 
 import recorder.json_paths as json_paths
-from recorder import gaps
+from recorder import gaps, otlp_push
 from recorder.ingest import Ingest, Observation, Observer
 from recorder.live import observers_for
 from recorder.redact import RAW, REDACTED, Redactor, new_key, redaction_after
@@ -92,8 +92,14 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
     writer.set_meta("redaction", redaction_after(previous, RAW if raw else REDACTED))
     # One redaction stage in front of the writer, for ingest's rows and the checks' flags alike.
     stage = RedactionStage(writer, redactor, redact_paths)
-    observers = observers_factory(cast(StoreWriter, stage)) if observers_factory else []
-    ingest = Ingest(stage, redactor, observers)
+    otlp = otlp_push.from_environment()  # ssetap record --otlp-endpoint
+    # Flags (the live checks') and capture gaps (ingest's) go through `otlp.tee`, after the
+    # stage has redacted them, so they become span events too.
+    sink = otlp.tee(stage) if otlp is not None else stage
+    observers = observers_factory(cast(StoreWriter, sink)) if observers_factory else []
+    if otlp is not None:
+        observers.append(otlp.observe)
+    ingest = Ingest(cast(RedactionStage, sink), redactor, observers)
     ingest.recovered = writer.recovered
     reader = FrameReader()
     stopping = False
@@ -129,6 +135,8 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
                 last_tick = now
     finally:
         ingest.close(time.time())
+        if otlp is not None:
+            otlp.close(time.time(), writer)
         with contextlib.suppress(StoreError):
             writer.flush(timeout=None)
         complete = writer.complete

@@ -65,6 +65,11 @@ def register(sub: Any) -> None:
                    help="longest time stopping may take; what is not recorded by then is a "
                    "gap (default 10s)")
     add_fault_arguments(p, "proxy")
+    p.add_argument("--otlp-endpoint", metavar="URL", help="also push spans live over OTLP/HTTP "
+                   "(protobuf) to this OpenTelemetry backend, e.g. http://127.0.0.1:4318 "
+                   "(POSTs to URL/v1/traces); batched, never blocks recording")
+    p.add_argument("--otlp-header", metavar="NAME=VALUE", action="append", default=[],
+                   help="a header for the OTLP backend (e.g. its auth); repeatable")
     p.set_defaults(func=run)
 
 
@@ -123,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
                              faults=faults.to_json() if faults else "",
                              max_backlog=parse_size("--max-backlog", args.max_backlog),
                              max_lag=parse_duration("--max-lag", args.max_lag),
-                             stop_timeout=parse_duration("--stop-timeout", args.stop_timeout))
+                             stop_timeout=parse_duration("--stop-timeout", args.stop_timeout),
+                             otlp=_otlp_json(args))
         _check_writable(args.db)
         started = time.time()
         code = run_proxy(config)
@@ -209,6 +215,29 @@ def _checks_options(args: argparse.Namespace) -> str:
     return orjson.dumps({k: v for k, v in options.items() if v is not None}).decode()
 
 
+def _otlp_json(args: argparse.Namespace) -> str:
+    """The live push's options, checked before the proxy starts ("" when not asked for)."""
+    from urllib.parse import urlsplit
+
+    from recorder.otlp_push import PushOptions, parse_header
+
+    endpoint = getattr(args, "otlp_endpoint", None)
+    headers = getattr(args, "otlp_header", None) or []
+    if not endpoint:
+        if headers:
+            raise UsageError("--otlp-header needs --otlp-endpoint")
+        return ""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--otlp-endpoint needs an http(s) URL like http://127.0.0.1:4318, "
+                         f"got {endpoint!r}")
+    try:
+        pairs = tuple(parse_header(h) for h in headers)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return PushOptions(endpoint=endpoint, headers=pairs).to_json()
+
+
 def _check_writable(db: str) -> None:
     from pathlib import Path
 
@@ -234,6 +263,7 @@ def _summarise(db: str, started: float, code: int) -> int:
         with Capture(db) as capture:
             counts = capture.counts()
             recent = [g for g in capture.gaps() if g["ended_at"] >= started - 1]
+            pushed = capture.meta().get("otlp_push")
     except StoreError as exc:
         print(f"ssetap: error: the capture cannot be read back ({exc})", file=sys.stderr)
         return EXIT_INCOMPLETE
@@ -246,6 +276,12 @@ def _summarise(db: str, started: float, code: int) -> int:
           f"{n(counts['messages'], 'message', 'messages')}, "
           f"{n(counts['sse_events'], 'SSE event or comment', 'SSE events and comments')} "
           f"into {db}", file=sys.stderr)
+    if pushed:
+        from recorder.otlp_push import counts_line
+
+        line = counts_line(pushed)
+        if line:
+            print(f"ssetap: {line}", file=sys.stderr)
     if recent or interrupted or code == EXIT_INCOMPLETE:
         events = sum(g["events"] if g["events"] is not None else g["chunks"] for g in recent)
         if recent:
