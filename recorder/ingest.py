@@ -19,15 +19,26 @@ Design notes:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
 from recorder.correlate import Correlator
 from recorder.gaps import WORKER_DIED, CaptureGap
+from recorder.ingest_state import (
+    MAX_STORED_BODY,
+    FlowState,
+    Observation,
+    Observer,
+    SessionState,
+    Sink,
+    StreamState,
+    cap,
+    decoded,
+    headers_json,
+    lower_headers,
+)
 from recorder.jsonrpc import decode
 from recorder.model import (
     C2S,
@@ -48,125 +59,17 @@ from recorder.redact_stage import RedactionStage
 from recorder.sse import SseParser
 from recorder.wire import GAP, INJECTION, RESUME, Fact
 
+# The names other modules import from here (the state values live in recorder.ingest_state).
+__all__ = ["MAX_STORED_BODY", "Ingest", "Observation", "Observer", "RawEvent", "Sink"]
+
 # A raw fact from the proxy: the tuples that recorder.wire names and describes.
 RawEvent = Fact
-
-# Stored bodies and event data are capped; the full size is kept beside them.
-MAX_STORED_BODY = 64 * 1024 * 1024
 
 
 # A stream whose tail the redaction stage held back this long is stored without waiting for
 # the next chunk: the capture must be at most a fraction of a second behind the wire (a
 # `kill -9` loses no more), at the price of a secret split across two chunks this far apart.
 TAIL_FLUSH_SECONDS = 0.05
-
-
-class Sink(Protocol):
-    def next_id(self, table: str) -> int: ...
-    def insert(self, table: str, row: dict[str, Any]) -> None: ...
-    def update(self, table: str, row_id: int, changes: dict[str, Any]) -> None: ...
-    def record_gap(self, gap: CaptureGap) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One fact, in time order, for observers (the same shape live and from a stored capture).
-
-    `kind` is one of: session, exchange, response, exchange-end, stream-open, chunk, sse,
-    stream-close, message, call, tick. `row` holds the columns of the matching table.
-    """
-
-    kind: str
-    t: float
-    row: dict[str, Any]
-
-
-Observer = Callable[[Observation], None]
-
-
-@dataclass(slots=True)
-class SessionState:
-    id: int
-    key: str
-    transport: str
-    last_seen: float
-    dirty: bool = False
-    initialized: bool = False
-
-
-@dataclass(slots=True)
-class StreamState:
-    id: int
-    parser: SseParser
-    opened_at: float
-    last_byte_at: float | None = None
-    first_byte_at: float | None = None
-    byte_count: int = 0
-    chunks: int = 0
-    events: int = 0
-    comments: int = 0
-    max_gap_ms: float = 0.0
-    truncated: bool = False
-    retry_ms: int | None = None
-    stored_offset: int = 0
-    written: int = 0
-    dirty: bool = False
-    # After a gap: the parser skips to the end of the event the gap cut (`resync_tail` holds
-    # the last bytes looked at), and the gap waits to count that event too.
-    resync: bool = False
-    resync_tail: bytes = b""
-    pending_gap: CaptureGap | None = None
-    # Compressed SSE (a buffering hazard in itself) is inflated for the parser; raw chunks keep
-    # the wire bytes, so event offsets then count inflated bytes.
-    decoder: Any = None
-
-
-@dataclass(slots=True)
-class FlowState:
-    exchange_id: int
-    method: str
-    url: str
-    path: str
-    started_at: float
-    client_addr: str
-    user_agent: str
-    server: str
-    headers: dict[str, str]
-    body: bytes | None
-    session: SessionState | None = None
-    stream: StreamState | None = None
-    deferred: list[Any] = field(default_factory=list)
-    mcp: bool = False
-    response_headers: dict[str, str] = field(default_factory=dict)
-    response_parts: list[bytes] = field(default_factory=list)
-    response_size: int = 0
-    response_last_t: float | None = None
-    response_gap: bool = False
-
-
-def _lower_headers(headers: list[tuple[str, str]]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers}
-
-
-def _headers_json(headers: list[tuple[str, str]]) -> str:
-    return orjson.dumps([list(h) for h in headers]).decode()
-
-
-def _decoded(body: bytes, encoding: str) -> bytes:
-    """Undo gzip/deflate so JSON bodies can be read; other encodings are stored as they came."""
-    encoding = encoding.strip().lower()
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        try:
-            return zlib.decompress(body, wbits=47 if encoding != "deflate" else 15)
-        except zlib.error:
-            return body
-    return body
-
-
-def _cap(data: bytes | None) -> bytes | None:
-    if data is None or len(data) <= MAX_STORED_BODY:
-        return data
-    return data[:MAX_STORED_BODY]
 
 
 class Ingest:
@@ -318,7 +221,7 @@ class Ingest:
                  headers: list[tuple[str, str]], body: bytes | None, client_addr: str, *,
                  body_size: int | None = None) -> None:
         self.now = max(self.now, t)
-        lower = _lower_headers(headers)
+        lower = lower_headers(headers)
         parts = urlsplit(url)
         server = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         flow = FlowState(
@@ -338,8 +241,8 @@ class Ingest:
         )
         row = {
             "id": flow.exchange_id, "flow_id": flow_id, "method": method, "url": flow.url,
-            "path": flow.path, "request_headers": _headers_json(headers),
-            "request_body": _cap(body) if body else None,
+            "path": flow.path, "request_headers": headers_json(headers),
+            "request_body": cap(body) if body else None,
             "request_content_type": lower.get("content-type"), "started_at": t,
             "client_addr": client_addr, "mcp": int(flow.mcp),
             "request_size": body_size if body_size is not None else (len(body) if body else 0),
@@ -374,7 +277,7 @@ class Ingest:
         if flow is None:
             return
         self.now = max(self.now, t)
-        lower = _lower_headers(headers)
+        lower = lower_headers(headers)
         flow.response_headers = lower
         ctype = lower.get("content-type", "")
         session_header = lower.get("mcp-session-id")
@@ -382,7 +285,7 @@ class Ingest:
             flow.mcp = True
         row = {
             "id": flow.exchange_id, "status": status, "reason": reason,
-            "response_headers": _headers_json(headers),
+            "response_headers": headers_json(headers),
             "response_content_type": ctype or None, "response_at": t, "streamed": int(streamed),
             "mcp": int(flow.mcp),
         }
@@ -565,7 +468,7 @@ class Ingest:
         elif offset:
             self._gap(flow_id, t, t, offset, 0, None, WORKER_DIED)
 
-    def _store_chunk(self, stream: StreamState, t: float, data: bytes, final: bool = False) -> None:
+    def _store_chunk(self, stream: StreamState, t: float, data: bytes) -> None:
         if data:
             self._write_chunk(stream, stream.stored_offset, t, data)
             stream.stored_offset += len(data)
@@ -641,7 +544,7 @@ class Ingest:
         if flow is None:
             return
         if body is None and flow.response_parts:
-            body = _decoded(b"".join(flow.response_parts),
+            body = decoded(b"".join(flow.response_parts),
                             flow.response_headers.get("content-encoding", ""))
         if body and flow.stream is None:
             ctype = flow.response_headers.get("content-type", "")
@@ -658,7 +561,7 @@ class Ingest:
                     self._messages(flow, messages, S2C, answered, stream=None, sse_event_id=None)
             if not flow.response_gap:
                 self.sink.update("exchanges", flow.exchange_id,
-                                 {"response_body": _cap(body)})
+                                 {"response_body": cap(body)})
         if flow.response_size or body:
             self.sink.update("exchanges", flow.exchange_id,
                              {"response_size": flow.response_size or len(body or b"")})
@@ -683,7 +586,6 @@ class Ingest:
             else:
                 self._items(flow, stream, stream.parser.feed(b""), t)
             self._record_pending_gap(stream)
-            self._store_chunk(stream, t, b"", final=True)
             changes = self._stream_counters(stream)
             changes.update(closed_at=t, close_reason=reason)
             self.sink.update("streams", stream.id, changes)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE = {"recorder/model.py", "recorder/sse.py", "recorder/ingest.py", "recorder/listen.py", "recorder/jsonrpc.py", "recorder/correlate.py",
+PURE = {"recorder/model.py", "recorder/sse.py", "recorder/ingest.py", "recorder/ingest_state.py", "recorder/listen.py", "recorder/jsonrpc.py", "recorder/correlate.py",
         "recorder/wire.py", "recorder/gaps.py",
         "recorder/redact.py", "recorder/redact_stage.py", "recorder/secrets.py",
         "recorder/json_paths.py", "recorder/faults.py",
