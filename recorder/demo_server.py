@@ -8,7 +8,6 @@ generation is installed, and only the construction of the server and its ASGI ap
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import signal
 import sys
@@ -23,6 +22,7 @@ from starlette.types import ASGIApp
 
 from recorder import sdk
 from recorder.asgi_thread import AppServer, AppServerError
+from recorder.listen import is_loopback
 
 # The SDK resolves tool annotations (the injected `Context`) in this module's globals, so the
 # generation's Context class must be bound here under that name.
@@ -169,15 +169,7 @@ def _ping_override() -> _ThreadPingInterval:
 
 
 def _check_loopback(host: str) -> None:
-    if host == "localhost":
-        return
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"demo server binds loopback only; {host!r} is not an IP literal or 'localhost'"
-        ) from None
-    if not ip.is_loopback:
+    if not is_loopback(host):
         raise ValueError(f"demo server binds loopback only; {host!r} is not a loopback address")
 
 
