@@ -10,14 +10,22 @@ Design notes:
   `progressToken`; cancellations travel in the request's own direction and name its id.
 - A response to a cancelled call still completes it, marked late. A response matching nothing
   outstanding is an orphan. Both are reported to the caller, which decides what to flag.
-- Values in, values out: the caller passes times and gets `CallUpdate`s back.
+- Values in, values out: the caller passes times and gets typed call events back
+  (recorder.events); the store and the checks both read the pairing from them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from recorder.events import (
+    CallAnswered,
+    CallCancelled,
+    CallOpened,
+    CallOrphan,
+    CallProgressed,
+)
 from recorder.jsonrpc import error_fields, id_key
 from recorder.model import (
     C2S,
@@ -32,6 +40,8 @@ from recorder.model import (
     S2C,
     RpcMessage,
 )
+
+CallEvent = CallOpened | CallAnswered | CallProgressed | CallCancelled | CallOrphan
 
 
 def opposite(direction: str) -> str:
@@ -75,15 +85,17 @@ class Correlation:
     """What one message meant for the calls of its session.
 
     `call` is the call the message belongs to (None for unrelated notifications and orphans);
-    `changes` are the call's column updates; `new` says the message opened the call;
-    `event` names anything notable: "orphan", "late", "duplicate-id", "cancel-unknown".
+    `event` is the typed call event it caused (recorder.events: `CallOpened`, `CallAnswered`,
+    `CallProgressed`, `CallCancelled`, or `CallOrphan` for an answer, cancel or progress that
+    names nothing outstanding), None when it touched no call.
     """
 
     call: Call | None
-    changes: dict[str, Any] = field(default_factory=dict)
-    new: bool = False
-    event: str | None = None
-    previous: Call | None = None
+    event: CallEvent | None = None
+
+    @property
+    def new(self) -> bool:
+        return isinstance(self.event, CallOpened)
 
 
 class Correlator:
@@ -92,9 +104,6 @@ class Correlator:
     def __init__(self) -> None:
         self._calls: dict[tuple[int, str, str], Call] = {}
         self._progress: dict[tuple[int, str, str], Call] = {}
-
-    def outstanding(self) -> list[Call]:
-        return [c for c in self._calls.values() if c.outcome == OUTCOME_PENDING]
 
     def observe(
         self,
@@ -115,7 +124,7 @@ class Correlator:
             if not isinstance(params, dict):
                 return Correlation(None)
             if message.method == "notifications/progress" and "progressToken" in params:
-                return self._progress_note(session, direction, params, t)
+                return self._progress_note(session, direction, params, t, message_id)
             if message.method == "notifications/cancelled" and "requestId" in params:
                 return self._cancel(session, direction, params, t, message_id)
         return Correlation(None)
@@ -138,14 +147,10 @@ class Correlator:
         self._calls[key] = call
         if token is not None:
             self._progress[(session, direction, token)] = call
-        changes = {
-            "session_id": session, "direction": direction, "rpc_id": message.id_key,
-            "method": message.method, "name": call_name(message.method, params),
-            "request_message_id": message_id, "sent_at": t, "outcome": OUTCOME_PENDING,
-            "progress_token": token,
-        }
-        return Correlation(call, changes, new=True,
-                           event="duplicate-id" if previous else None, previous=previous)
+        return Correlation(call, CallOpened(
+            new_call_id, session, direction, message.id_key, message.method,
+            call_name(message.method, params), message_id, t, OUTCOME_PENDING, token,
+            previous.call_id if previous is not None else None))
 
     def _response(
         self, session: int, direction: str, message: RpcMessage, t: float, message_id: int
@@ -153,53 +158,41 @@ class Correlator:
         assert message.id_key is not None
         call = self._calls.get((session, opposite(direction), message.id_key))
         if call is None or call.answered_at is not None:
-            return Correlation(None, event="orphan", previous=call)
+            return Correlation(None, CallOrphan(t, session, message_id, "orphan",
+                                                call.call_id if call is not None else None))
         call.answered_at = t
         latency = round((t - call.sent_at) * 1000.0, 3)
-        changes: dict[str, Any] = {
-            "response_message_id": message_id, "answered_at": t, "latency_ms": latency,
-        }
         late = call.outcome == OUTCOME_CANCELLED
+        code = text = None
         if message.kind == ERROR:
             code, text = error_fields(message.payload)
-            changes.update(error_code=code, error_message=text)
-            if not late:
-                call.outcome = OUTCOME_ERROR
-                changes["outcome"] = OUTCOME_ERROR
-        elif not late:
-            call.outcome = OUTCOME_RESULT
-            changes["outcome"] = OUTCOME_RESULT
-        if late:
-            changes["late"] = 1
+        if not late:
+            call.outcome = OUTCOME_ERROR if message.kind == ERROR else OUTCOME_RESULT
         if call.progress_token is not None:
-            self._progress.pop((session, direction_of(call), call.progress_token), None)
-        return Correlation(call, changes, event="late" if late else None)
+            self._progress.pop((session, call.direction, call.progress_token), None)
+        return Correlation(call, CallAnswered(t, call.call_id, session, message_id, latency,
+                                              None if late else call.outcome, code, text, late))
 
     def _progress_note(
-        self, session: int, direction: str, params: dict[str, Any], t: float
+        self, session: int, direction: str, params: dict[str, Any], t: float, message_id: int
     ) -> Correlation:
         token = id_key(params["progressToken"])
         call = self._progress.get((session, opposite(direction), token))
         if call is None:
-            return Correlation(None, event="progress-unknown")
+            return Correlation(None, CallOrphan(t, session, message_id, "progress-unknown"))
         call.progress_count += 1
         call.last_progress_at = t
-        return Correlation(call, {"progress_count": call.progress_count, "last_progress_at": t})
+        return Correlation(call, CallProgressed(t, call.call_id, session, call.progress_count))
 
     def _cancel(
         self, session: int, direction: str, params: dict[str, Any], t: float, message_id: int
     ) -> Correlation:
         call = self._calls.get((session, direction, id_key(params["requestId"])))
         if call is None or call.answered_at is not None:
-            return Correlation(call, event="cancel-unknown")
+            return Correlation(call, CallOrphan(t, session, message_id, "cancel-unknown",
+                                                call.call_id if call is not None else None))
         call.outcome = OUTCOME_CANCELLED
         call.cancelled_at = t
         reason = params.get("reason")
-        return Correlation(call, {
-            "outcome": OUTCOME_CANCELLED, "cancelled_at": t, "cancel_message_id": message_id,
-            "cancel_reason": reason if isinstance(reason, str) else None,
-        })
-
-
-def direction_of(call: Call) -> str:
-    return call.direction
+        return Correlation(call, CallCancelled(t, call.call_id, session, message_id,
+                                               reason if isinstance(reason, str) else None))

@@ -4,16 +4,19 @@ Theory of operation:
 - Ingest turns the proxy's raw facts (recorder.wire) into these values, one per thing it
   learned: a session opened, a request seen, an SSE item parsed, a message decoded, a call
   answered. Each goes through the redaction stage (recorder.redact_stage), which returns it
-  redacted, then to the store writer (which maps it to its table's row: recorder.store.rows)
+  redacted, then to the store writer (recorder.store.event_rows maps it to its table's row)
   and to the observers (the live checks, the live span exporter). `ssetap check` rebuilds the
-  same values from a stored capture (recorder.store.rows again), so the detectors see one
+  same values from a stored capture (recorder.store.event_rows again), so the detectors see one
   shape live and offline, as mitmproxy's hooks.py gives every addon one typed event per hook.
+- Observers see every event but `ChunkStored` (a stream's bytes, which the redaction stage may
+  hold back briefly); `ChunkSeen` tells them when bytes arrived. Call events follow the
+  `MessageSeen` that caused them.
 - Values are `typing.NamedTuple`s: immutable and typed like a frozen dataclass, but built at
   the speed of a tuple (a frozen dataclass's `__init__` goes through `object.__setattr__` per
   field: 1.4 us against 0.3 us for a twelve-field value on CPython 3.11, 2.3 against 0.4 on
   3.13), and the writer turns an event into SQL parameters with a slice. That matters here:
-  a busy stream produces three events per SSE event. Fields that are also columns come
-  first, in their table's column order (recorder.store.rows checks this at import).
+  a busy stream produces several events per SSE event. Fields that are also columns come
+  first, so a slice is the insert's parameters (recorder.store.event_rows checks this).
 - Headers travel as tuples of (name, value) as they came; `header_map` folds them, lower-cased,
   for lookups. A message carries its decoded `payload` beside its source text, so no consumer
   parses JSON that ingest already parsed.

@@ -57,6 +57,7 @@ from recorder.model import (
 from recorder.redact import Redactor, session_param
 from recorder.redact_stage import RedactionStage
 from recorder.sse import SseParser
+from recorder.store import event_rows
 from recorder.wire import GAP, INJECTION, RESUME, Fact
 
 # The names other modules import from here (the state values live in recorder.ingest_state).
@@ -640,10 +641,11 @@ class Ingest:
                 call = corr.call
                 if call is not None:
                     call_id = call.call_id
-                    if corr.new:
-                        self.sink.insert("calls", {"id": call.call_id, **corr.changes})
-                    elif corr.changes:
-                        self.sink.update("calls", call.call_id, corr.changes)
+                    for op in event_rows.operations(corr.event) if corr.event else ():
+                        if op[0] == "i":
+                            self.sink.insert(op[1], dict(zip(op[2], op[3], strict=True)))
+                        else:
+                            self.sink.update(op[1], op[2], op[3])
                 if message.kind == REQUEST or message.kind == RESULT:
                     self._session_facts(session, message, direction)
             payload = message.payload
