@@ -1,10 +1,30 @@
-"""Call detectors: timeouts, cancellations, late, orphan and duplicate answers, errors."""
+"""Call detectors: timeouts, cancellations, late, orphan and duplicate answers, errors.
+
+Design notes:
+- The pairing is recorder.correlate's. A call is what a `CallOpened` opened, keyed by its
+  call id; its answer, progress and cancel arrive as `CallAnswered`, `CallProgressed`,
+  `CallCancelled` (or `CallOrphan` for what names nothing open) right after the `MessageSeen`
+  that caused them. `CallState` keeps only what the checks add: the deadline, the exchange
+  and stream meant to carry the answer, the status that refused the POST, and the cancel as
+  the checks count it (from 2026-07-28 closing the response stream also cancels).
+- A call event names its message; the message's context (its exchange and stream) is the
+  `Said` the monitor holds from the `MessageSeen` until then.
+- The correlator pairs within a session. What is an orphan in its own session may be the
+  answer another session is waiting for: `_open_ids` and `_open_tokens` (state.py) index the
+  open calls of every session for that one question.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from recorder.correlate import call_name, opposite
+from recorder.correlate import opposite
+from recorder.events import (
+    CallAnswered,
+    CallCancelled,
+    CallOpened,
+    CallOrphan,
+    CallProgressed,
+    MessageSeen,
+)
 from recorder.health.registry import (
     DUPLICATE_ID,
     ERROR_RESPONSE,
@@ -18,9 +38,10 @@ from recorder.health.sessions import SessionChecks
 from recorder.health.state import (
     CallState,
     ExchangeState,
+    Said,
     SessionState,
     StreamState,
-    json_or_none,
+    payload_of,
     secs,
 )
 from recorder.health.streams import StreamChecks
@@ -41,73 +62,80 @@ class CallChecks(StreamChecks, SessionChecks):
                 or (session is not None and session.key.startswith(("sid:", "legacy")))
                 or (ex is not None and (ex.server, ex.path) in self._mcp_paths))
 
-    def _invalid(self, t: float, row: dict[str, Any], ex: ExchangeState | None) -> None:
-        problem = str(row.get("problem") or "not a JSON-RPC message")
-        where = "SSE data" if row.get("stream_id") else (
-            "a POST body" if row.get("direction") == C2S else "a JSON response body")
+    def _invalid(self, t: float, message: MessageSeen, ex: ExchangeState | None) -> None:
+        problem = message.problem or "not a JSON-RPC message"
+        where = "SSE data" if message.stream_id else (
+            "a POST body" if message.direction == C2S else "a JSON response body")
         place = f" of {ex.method} {ex.path}" if ex is not None else ""
-        subject = (row.get("session_id"), row.get("direction"), problem.split(":")[0])
+        subject = (message.session_id, message.direction, problem.split(":")[0])
         self._flag(
             INVALID_MESSAGE, subject, t,
             f"{where}{place} is not valid JSON-RPC: {problem}. Usual cause: a client or server "
             "bug, or a proxy or middleware that rewrote the payload",
-            session_id=row.get("session_id"), message_id=row.get("id"),
-            stream_id=row.get("stream_id"), exchange_id=row.get("exchange_id"),
+            session_id=message.session_id, message_id=message.id,
+            stream_id=message.stream_id, exchange_id=message.exchange_id,
             problem=problem,
         )
 
-    def _request(self, t: float, row: dict[str, Any], session: SessionState, direction: str,
-                 ex: ExchangeState | None, stream: StreamState | None) -> None:
-        method = str(row.get("method") or "")
-        rpc_id = row.get("rpc_id")
-        if rpc_id is None:
-            return
-        payload = json_or_none(row.get("json"))
-        params = payload.get("params") if isinstance(payload, dict) else None
-        key = (session.id, direction, str(rpc_id))
-        previous = self._calls.get(key)
-        if previous is not None or (direction, str(rpc_id)) in session.answered:
+    def _take(self, message_id: int | None) -> Said | None:
+        """The held message a call event names (None if it is not the one held)."""
+        said = self._held
+        if said is None or (message_id is not None and said.message.id != message_id):
+            return None
+        self._held = None
+        return said
+
+    # Requests -------------------------------------------------------------------------------
+
+    def _call_opened(self, e: CallOpened, said: Said | None) -> None:
+        session = self._session(e.session_id)
+        assert session is not None
+        message = said.message if said is not None else None
+        ex = said.exchange if said is not None else None
+        t = e.sent_at
+        if e.replaced is not None:
+            # The correlator remembers every id of the session, answered or not: a reused id
+            # replaced the call it names. Still open here means still in flight (or cancelled).
+            previous = self._calls.get(e.replaced)
             in_flight = previous is not None and previous.cancelled_at is None
             first_at = previous.sent_at if previous is not None else None
             state = "while the first was still in flight" if in_flight else \
                 "after the first had completed"
             self._flag(
-                DUPLICATE_ID, (session.id, direction, in_flight), t,
-                f"{direction} request id {rpc_id} ({method}) was reused in session "
+                DUPLICATE_ID, (session.id, e.direction, in_flight), t,
+                f"{e.direction} request id {e.rpc_id} ({e.method}) was reused in session "
                 f"#{session.id} {state}"
                 f"{f' (sent {secs(t - first_at)} earlier)' if first_at is not None else ''}; "
                 "ids must be unique per sender and session, or answers get cross-wired. "
                 "Usual cause: a client that restarts its counter or shares a session",
                 severity="error" if in_flight else "warning", session_id=session.id,
-                message_id=row.get("id"), call_id=row.get("call_id"),
-                exchange_id=row.get("exchange_id"), stream_id=row.get("stream_id"),
+                message_id=e.request_message_id, call_id=e.id,
+                exchange_id=message.exchange_id if message is not None else None,
+                stream_id=message.stream_id if message is not None else None,
                 in_flight=in_flight,
             )
-            if previous is not None:
-                self._progress.pop((session.id, direction, previous.progress_token or ""), None)
-        name = call_name(method, params)  # the correlator's name for it, as `show` prints
-        token = None
-        if isinstance(params, dict):
-            meta = params.get("_meta")
-            if isinstance(meta, dict) and "progressToken" in meta:
-                token = id_key(meta["progressToken"])
+            self._close_call(e.replaced)
         call = CallState(
-            session=session.id, direction=direction, rpc_id=str(rpc_id), method=method,
-            name=name, call_id=row.get("call_id"), message_id=row.get("id", 0),
-            exchange_id=row.get("exchange_id"), sent_at=t,
-            deadline=self.config.timeout_for(method), progress_token=token,
+            call_id=e.id, session=session.id, direction=e.direction, rpc_id=e.rpc_id,
+            method=e.method, name=e.name, message_id=e.request_message_id,
+            exchange_id=message.exchange_id if message is not None else None, sent_at=t,
+            deadline=self.config.timeout_for(e.method), progress_token=e.progress_token,
         )
-        self._calls[key] = call
-        if token is not None:
-            self._progress[(session.id, direction, token)] = key
-        if direction == C2S and ex is not None and row.get("stream_id") is None:
-            ex.calls.append(key)
+        self._open_call(call)
+        if e.direction == C2S and ex is not None and message is not None \
+                and message.stream_id is None:
+            ex.calls.append(call.call_id)
             call.stream_id = ex.stream_id
             if ex.status is not None and ex.status >= 400:
                 call.rejected = ex.status  # e.g. the POST before a legacy GET fallback
+
+    def _request_said(self, t: float, said: Said, session: SessionState) -> None:
+        """What a request says about its stream and session, whatever its call."""
+        message, stream = said.message, said.stream
+        method = message.method or ""
         if stream is not None and method == "ping":
             self._heartbeat(stream, t)
-        if direction == C2S:
+        if message.direction == C2S:
             if method not in ("initialize", "ping"):
                 session.work += 1
             # 2026-07-28 has no handshake: `server/discover` (or nothing) starts a session, and
@@ -115,57 +143,61 @@ class CallChecks(StreamChecks, SessionChecks):
             if method in ("initialize", "server/discover"):
                 session.initialized = True
                 self._reinitialized[session.client] = t
-                if ex is not None:
-                    self._reinitialized[ex.client] = t
+                if said.exchange is not None:
+                    self._reinitialized[said.exchange.client] = t
             elif method != "ping" and session.fresh_legacy and not session.initialized:
-                self._reinit_missing(t, row, session, method)
+                self._reinit_missing(t, message, session, method)
 
-    def _notification(self, t: float, row: dict[str, Any], session: SessionState, direction: str,
-                      stream: StreamState | None) -> None:
-        method = row.get("method")
-        if method not in ("notifications/progress", "notifications/cancelled"):
+    # Progress and cancellation --------------------------------------------------------------
+
+    def _progress_said(self, t: float, said: Said) -> None:
+        stream = said.stream
+        if stream is None or not self._in_burst(stream, t):
             return
-        payload = json_or_none(row.get("json"))
+        payload = payload_of(said.message)
         params = payload.get("params") if isinstance(payload, dict) else None
-        if not isinstance(params, dict):
+        if isinstance(params, dict) and "progressToken" in params:
+            stream.burst_progress += 1
+
+    def _call_progressed(self, e: CallProgressed) -> None:
+        call = self._calls.get(e.call_id)
+        if call is not None:
+            call.progress = e.progress_count
+            call.last_progress_at = e.t
+
+    def _unknown_progress(self, t: float, said: Said, session: SessionState) -> None:
+        """Progress for no open call of its session: perhaps another session's token."""
+        payload = payload_of(said.message)
+        params = payload.get("params") if isinstance(payload, dict) else None
+        if isinstance(params, dict) and "progressToken" in params:
+            self._foreign_progress(t, said.message, session, said.message.direction,
+                                   said.stream, id_key(params["progressToken"]))
+
+    def _call_cancelled(self, e: CallCancelled) -> None:
+        call = self._calls.get(e.call_id)
+        if call is None or call.cancelled_at is not None:
             return
-        if method == "notifications/progress" and "progressToken" in params:
-            key = self._progress.get((session.id, opposite(direction),
-                                      id_key(params["progressToken"])))
-            call = self._calls.get(key) if key is not None else None
-            if key is None:
-                self._foreign_progress(t, row, session, direction, stream,
-                                       id_key(params["progressToken"]))
-            if call is not None:
-                call.progress += 1
-                call.last_progress_at = t
-            if stream is not None and self._in_burst(stream, t):
-                stream.burst_progress += 1
-        elif method == "notifications/cancelled" and "requestId" in params:
-            call = self._calls.get((session.id, direction, id_key(params["requestId"])))
-            if call is None or call.cancelled_at is not None:
-                return
-            call.cancelled_at = t
-            reason = params.get("reason")
-            call.cancel_reason = reason if isinstance(reason, str) else None
-            waited = t - call.sent_at
-            # Past the deadline it is a timeout (the tick may not have seen it yet); before
-            # it, a cancel is the client's own decision, whatever SDK sent it and whatever
-            # its reason says: `request-cancelled`, raised once the answer came or the grace
-            # for one passed.
-            if call.deadline > 0 and waited >= call.deadline:
-                why = f" (reason {call.cancel_reason!r})" if call.cancel_reason else ""
-                self._flag(
-                    REQUEST_TIMEOUT, (session.id, call.direction, call.rpc_id, call.message_id),
-                    t, f"{call.label} was cancelled by the client after {secs(waited)} without "
-                    f"a response{why}, past the {secs(call.deadline)} deadline. Usual cause: a "
-                    "slow or hung tool, or a response lost on the way",
-                    session_id=session.id, call_id=call.call_id,
-                    message_id=call.message_id, exchange_id=call.exchange_id,
-                    waited=round(waited, 3), deadline=call.deadline, state="cancelled",
-                )
-                return
-            self._cancels.append(call)
+        t = e.t
+        call.cancelled_at = t
+        call.cancel_reason = e.cancel_reason
+        waited = t - call.sent_at
+        # Past the deadline it is a timeout (the tick may not have seen it yet); before
+        # it, a cancel is the client's own decision, whatever SDK sent it and whatever
+        # its reason says: `request-cancelled`, raised once the answer came or the grace
+        # for one passed.
+        if call.deadline > 0 and waited >= call.deadline:
+            why = f" (reason {call.cancel_reason!r})" if call.cancel_reason else ""
+            self._flag(
+                REQUEST_TIMEOUT, (call.session, call.direction, call.rpc_id, call.message_id),
+                t, f"{call.label} was cancelled by the client after {secs(waited)} without "
+                f"a response{why}, past the {secs(call.deadline)} deadline. Usual cause: a "
+                "slow or hung tool, or a response lost on the way",
+                session_id=call.session, call_id=call.call_id,
+                message_id=call.message_id, exchange_id=call.exchange_id,
+                waited=round(waited, 3), deadline=call.deadline, state="cancelled",
+            )
+            return
+        self._cancels.append(call)
 
     def _closed_by_client(self, t: float, ex: ExchangeState | None) -> None:
         """From 2026-07-28, a client closing a request's response stream cancels it."""
@@ -214,13 +246,37 @@ class CallChecks(StreamChecks, SessionChecks):
         for call in due:
             self._cancelled(t, call, None, None)
 
-    def _response(self, t: float, row: dict[str, Any], session: SessionState, direction: str,
-                  ex: ExchangeState | None, stream: StreamState | None) -> None:
-        rpc_id = row.get("rpc_id")
-        kind = row.get("kind")
-        payload = json_or_none(row.get("json"))
-        key = (session.id, opposite(direction), str(rpc_id))
-        call = self._calls.pop(key, None) if rpc_id is not None else None
+    # Answers --------------------------------------------------------------------------------
+
+    def _call_answered(self, e: CallAnswered, said: Said | None) -> None:
+        self._answered_at.setdefault(e.call_id, e.t)
+        call = self._close_call(e.call_id)
+        if said is not None:
+            self._answer(e.t, said, call, answered=True, first_answer_at=None)
+
+    def _call_orphan(self, e: CallOrphan, said: Said | None) -> None:
+        if said is None:
+            return
+        session = self._session(e.session_id)
+        assert session is not None
+        if e.what == "orphan":
+            first = self._answered_at.get(e.call_id) if e.call_id is not None else None
+            self._answer(e.t, said, None, answered=False, first_answer_at=first)
+        elif e.what == "progress-unknown":
+            self._unknown_progress(e.t, said, session)
+        # "cancel-unknown": a cancel for a call already answered (or never made) changes nothing
+
+    def _answer(self, t: float, said: Said, call: CallState | None, *, answered: bool,
+                first_answer_at: float | None) -> None:
+        """A result or error: `call` is the open call it answered (None: none of this
+        session's, `answered` True if the correlator paired it with one the checks dropped)."""
+        row, ex, stream = said.message, said.exchange, said.stream
+        session = self._session(row.session_id)
+        assert session is not None
+        direction = row.direction
+        rpc_id = row.rpc_id
+        kind = row.kind
+        payload = payload_of(row)
         http_error = ex is not None and ex.status is not None and ex.status >= 400
         if kind == "error":
             error = payload.get("error") if isinstance(payload, dict) else None
@@ -237,37 +293,33 @@ class CallChecks(StreamChecks, SessionChecks):
             self._flag(
                 ERROR_RESPONSE, (session.id, call.method if call else None, code), t,
                 f"{what} JSON-RPC error {code} {text!r}",
-                session_id=session.id, message_id=row.get("id"),
-                call_id=call.call_id if call else row.get("call_id"),
-                exchange_id=row.get("exchange_id"), stream_id=row.get("stream_id"),
+                session_id=session.id, message_id=row.id,
+                call_id=call.call_id if call else row.call_id,
+                exchange_id=row.exchange_id, stream_id=row.stream_id,
                 code=code, error_message=text,
             )
         if rpc_id is not None:
-            self._note_answer(t, session, opposite(direction), str(rpc_id), row.get("json"))
+            self._note_answer(t, session, opposite(direction), rpc_id, row.json)
         if call is None:
-            if rpc_id is None or rpc_id in ("null", '"server-error"') or http_error:
-                return  # transport-level errors carry no usable id
+            if answered or rpc_id is None or rpc_id in ("null", '"server-error"') or http_error:
+                return  # paired with a call the checks no longer hold, or a transport error
             if self._foreign_answer(t, row, session, direction, stream):
                 return  # another session's answer: not an orphan of this one
-            answered_at = session.answered.get((opposite(direction), str(rpc_id)))
-            if answered_at is not None:
+            if first_answer_at is not None:
                 text = (f"a second response to {opposite(direction)} request {rpc_id} arrived "
-                        f"{secs(t - answered_at)} after the first (duplicate delivery)")
+                        f"{secs(t - first_answer_at)} after the first (duplicate delivery)")
             else:
                 text = (f"a response with id {rpc_id} matches no request sent in session "
                         f"#{session.id}")
             where = f" on {stream.label()}" if stream is not None else ""
             self._flag(
-                ORPHAN_RESPONSE, ("message", row.get("id")), t,
+                ORPHAN_RESPONSE, ("message", row.id), t,
                 f"{text}{where}; clients log 'unknown message ID' and may reconnect. Usual "
                 "cause: a response routed to the wrong session or stream, or replayed twice",
-                session_id=session.id, message_id=row.get("id"), stream_id=row.get("stream_id"),
-                exchange_id=row.get("exchange_id"),
+                session_id=session.id, message_id=row.id, stream_id=row.stream_id,
+                exchange_id=row.exchange_id,
             )
             return
-        session.answered[(call.direction, call.rpc_id)] = t
-        if call.progress_token is not None:
-            self._progress.pop((session.id, call.direction, call.progress_token), None)
         if call.cancelled_at is not None:
             if any(c is call for c in self._cancels):
                 self._cancels = [c for c in self._cancels if c is not call]
@@ -279,8 +331,8 @@ class CallChecks(StreamChecks, SessionChecks):
                 "should not answer a cancelled request and the client will drop it. Usual "
                 "cause: a server that answers cancellations (python-sdk sends 'Request "
                 "cancelled'), or a cancel racing the result",
-                session_id=session.id, message_id=row.get("id"), call_id=call.call_id,
-                stream_id=row.get("stream_id"), exchange_id=row.get("exchange_id"),
+                session_id=session.id, message_id=row.id, call_id=call.call_id,
+                stream_id=row.stream_id, exchange_id=row.exchange_id,
                 after_cancel=round(t - call.cancelled_at, 3),
             )
         if stream is not None and stream.burst_started is not None and self._in_burst(stream, t) \

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
 from itertools import pairwise
-from typing import Any
 from urllib.parse import urlsplit
 
 from recorder.health.registry import IDLE_TIMEOUT_CLOSE, RATE_LIMITED, RECONNECT_STORM, RESUME_GAP
@@ -103,7 +102,7 @@ class ReconnectChecks(DetectorState):
                 sessions=sessions or None,
             )
 
-    def _attempt_ended(self, t: float, ex: ExchangeState, error: Any) -> None:
+    def _attempt_ended(self, t: float, ex: ExchangeState, error: str | None) -> None:
         assert ex.attempt_key is not None
         state = self._attempts.get(ex.attempt_key)
         if state is None:

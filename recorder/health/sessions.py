@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from recorder.correlate import opposite
+from recorder.events import MessageSeen
 from recorder.health.registry import CROSS_SESSION_DELIVERY, REINIT_MISSING, SESSION_NOT_FOUND
 from recorder.health.state import (
     DetectorState,
     ExchangeState,
     SessionState,
     StreamState,
-    names_session,
     secs,
 )
 
@@ -22,7 +22,7 @@ CROSS_SESSION_WINDOW = 10.0
 class SessionChecks(DetectorState):
     """Session detectors: lost sessions, missing re-initialize, cross-session delivery."""
 
-    def _reinit_missing(self, t: float, row: dict[str, Any], session: SessionState,
+    def _reinit_missing(self, t: float, row: MessageSeen, session: SessionState,
                         method: str) -> None:
         earlier = [s for s in self._sessions.values()
                    if s.id < session.id and s.transport == "sse" and s.client == session.client]
@@ -33,19 +33,17 @@ class SessionChecks(DetectorState):
             f"{method} without any initialize; the server will reject it ('Received request "
             "before initialization was complete'). Usual cause: an EventSource that reconnected "
             "by itself and a client that switched to the new endpoint without re-initializing",
-            session_id=session.id, message_id=row.get("id"), call_id=row.get("call_id"),
-            exchange_id=row.get("exchange_id"),
+            session_id=session.id, message_id=row.id, call_id=row.call_id,
+            exchange_id=row.exchange_id,
         )
 
-    def _check_session_not_found(self, t: float, ex: ExchangeState, row: dict[str, Any]) -> None:
-        if ex.status not in (400, 404) or not names_session(ex):
+    def _check_session_not_found(self, t: float, ex: ExchangeState, body: bytes | None) -> None:
+        if ex.status not in (400, 404) or not ex.named:
             return
         if ex.status == 400:
-            body = row.get("response_body")
             texts = " ".join(ex.error_texts).lower()
-            if isinstance(body, bytes | str):
-                texts += " " + (body.decode("utf-8", "replace") if isinstance(body, bytes)
-                                else body).lower()
+            if body:
+                texts += " " + body.decode("utf-8", "replace").lower()
             if "session" not in texts:
                 return
         session = self._session(ex.session_id)
@@ -96,23 +94,24 @@ class SessionChecks(DetectorState):
             self._answer_prints.setdefault((call_direction, rpc_id, hash(text)), {})[
                 session.id] = t
 
-    def _foreign_answer(self, t: float, row: dict[str, Any], session: SessionState,
+    def _foreign_answer(self, t: float, row: MessageSeen, session: SessionState,
                         direction: str, stream: StreamState | None) -> bool:
         """An answer this session never asked for that another session did: cross-delivery.
 
         The owner is a session with a pending request of that id, or one that was just given
         the very same answer (a broadcast reaches every stream, its owner's too).
         """
-        rpc_id = str(row.get("rpc_id"))
+        rpc_id = str(row.rpc_id)
         call_direction = opposite(direction)
         owner: int | None = None
         why = ""
-        for other in self._sessions:
-            call = self._calls.get((other, call_direction, rpc_id))
-            if other != session.id and call is not None:
+        waiting = self._open_ids.get((call_direction, rpc_id), {})
+        for other in self._sessions:  # in the order sessions began, as the flag names them
+            call = self._calls.get(waiting.get(other, -1)) if other != session.id else None
+            if call is not None:
                 owner, why = other, f"its {call.label} is waiting for it"
                 break
-        text = row.get("json")
+        text = row.json
         if owner is None and isinstance(text, str | bytes):
             prints = self._answer_prints.get((call_direction, rpc_id, hash(text)), {})
             recent = [(at, sid) for sid, at in prints.items()
@@ -126,19 +125,18 @@ class SessionChecks(DetectorState):
                             f"an answer to request id {rpc_id} of session #{owner} ({why})")
         return True
 
-    def _foreign_progress(self, t: float, row: dict[str, Any], session: SessionState,
+    def _foreign_progress(self, t: float, row: MessageSeen, session: SessionState,
                           direction: str, stream: StreamState | None, token: str) -> None:
         """Progress with a token this session never issued but another session did."""
-        call_direction = opposite(direction)
-        for (other, side, value), key in self._progress.items():
-            if other != session.id and side == call_direction and value == token:
-                call = self._calls.get(key)
+        for other, call_id in self._open_tokens.get((opposite(direction), token), {}).items():
+            if other != session.id:
+                call = self._calls.get(call_id)
                 label = f" for its {call.label}" if call is not None else ""
                 self._cross_session(t, row, session, other, stream,
                                     f"progress with token {token} of session #{other}{label}")
                 return
 
-    def _cross_session(self, t: float, row: dict[str, Any], session: SessionState, owner: int,
+    def _cross_session(self, t: float, row: MessageSeen, session: SessionState, owner: int,
                        stream: StreamState | None, what: str) -> None:
         where = f" on {stream.label()}" if stream is not None else ""
         pair = sorted((owner, session.id))
@@ -148,6 +146,6 @@ class SessionChecks(DetectorState):
             f"does not belong to, so one tenant sees another's data. Usual cause: a server or "
             "gateway that sends every message to every open stream (supergateway's legacy SSE "
             "mode), or a session map keyed wrongly",
-            session_id=session.id, message_id=row.get("id"), stream_id=row.get("stream_id"),
-            exchange_id=row.get("exchange_id"), sessions=pair, owner=owner,
+            session_id=session.id, message_id=row.id, stream_id=row.stream_id,
+            exchange_id=row.exchange_id, sessions=pair, owner=owner,
         )

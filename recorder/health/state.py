@@ -15,34 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
+from recorder.events import MessageSeen
 from recorder.health.config import KNOWN_TIMEOUTS, HealthConfig
 from recorder.health.registry import FLAG_KINDS
 from recorder.model import Flag
-from recorder.redact import session_param
 
 
 def secs(seconds: float) -> str:
     if seconds >= 10:
         return f"{seconds:.1f} s"
     return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
-
-
-def header_map(text: Any) -> dict[str, str]:
-    """Stored headers (a JSON list of [name, value]) as a lower-case dict."""
-    if not text:
-        return {}
-    try:
-        pairs = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return {}
-    out: dict[str, str] = {}
-    for pair in pairs if isinstance(pairs, list) else ():
-        if isinstance(pair, list) and len(pair) == 2:
-            name, value = str(pair[0]).lower(), str(pair[1])
-            out[name] = f"{out[name]}, {value}" if name in out else value
-    return out
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -57,13 +39,13 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def json_or_none(text: Any) -> Any:
-    if not isinstance(text, str | bytes) or not text:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
+def payload_of(message: MessageSeen) -> Any:
+    """The message's decoded payload, as a stored capture gives it back.
+
+    A message whose JSON was over the storage cap keeps its kind, method and id but not its
+    text, so `ssetap check` cannot see its payload; the live checks ignore it too, or live and
+    offline verdicts would differ."""
+    return message.payload if message.json is not None else None
 
 
 def timeout_cause(seconds: float) -> str | None:
@@ -116,7 +98,6 @@ class SessionState:
     not_found: int = 0
     not_found_at: float | None = None
     pending_break: Break | None = None
-    answered: dict[tuple[str, str], float] = field(default_factory=dict)
     event_ids: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (lane, pos)
     lane_ids: dict[int, list[str]] = field(default_factory=dict)  # lane -> ids in order
     resumed: dict[int, float] = field(default_factory=dict)  # lane -> when a resume opened
@@ -124,12 +105,14 @@ class SessionState:
 
 @dataclass(slots=True)
 class CallState:
+    """What the checks add to a call the correlator opened (recorder.correlate pairs it)."""
+
+    call_id: int
     session: int
     direction: str
     rpc_id: str
     method: str
     name: str | None
-    call_id: int | None
     message_id: int
     exchange_id: int | None
     sent_at: float
@@ -164,11 +147,12 @@ class ExchangeState:
     started_at: float
     headers: dict[str, str]
     mcp: bool
+    named: bool = False  # the request named its session (Mcp-Session-Id or legacy query)
     session_id: int | None = None
     status: int | None = None
     stream_id: int | None = None
-    calls: list[tuple[int, str, str]] = field(default_factory=list)
-    invalid: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)  # call ids its body opened
+    invalid: list[MessageSeen] = field(default_factory=list)
     valid_rpc: bool = False
     error_texts: list[str] = field(default_factory=list)
     sse: bool = False
@@ -278,10 +262,19 @@ class Suspect:
     due: float
 
 
+@dataclass(frozen=True, slots=True)
+class Said:
+    """A message with the exchange and stream it travelled on, kept until its call event."""
+
+    message: MessageSeen
+    exchange: ExchangeState | None
+    stream: StreamState | None
+
+
 @dataclass(slots=True)
 class Truncation:
     stream: StreamState
-    calls: list[tuple[int, str, str]]
+    calls: list[int]
     closed_at: float
     reason: str
     due: float
@@ -295,13 +288,6 @@ def session_list(ids: Iterable[int]) -> str:
     return ", ".join(shown)
 
 
-def names_session(ex: ExchangeState) -> bool:
-    """Whether a request named its session (header or legacy query parameter)."""
-    if "mcp-session-id" in ex.headers:
-        return True
-    return session_param(ex.url) is not None
-
-
 class DetectorState:
     """The bookkeeping every detector reads, and the one place flags are raised."""
 
@@ -311,11 +297,18 @@ class DetectorState:
         self._out: list[Flag] = []
         self._fired: set[tuple[Any, ...]] = set()
         self._sessions: dict[int, SessionState] = {}
-        self._session_keys: dict[str, int] = {}
         self._exchanges: dict[int, ExchangeState] = {}
         self._streams: dict[int, StreamState] = {}
-        self._calls: dict[tuple[int, str, str], CallState] = {}
-        self._progress: dict[tuple[int, str, str], tuple[int, str, str]] = {}
+        # Open calls by call id. The pairing is recorder.correlate's (the call events); what
+        # is kept here is what only the checks need: deadlines, carriers, cancels, refusals.
+        self._calls: dict[int, CallState] = {}
+        # When each answered call got its (first) answer: a second one is a duplicate delivery.
+        self._answered_at: dict[int, float] = {}
+        # Open calls by (direction, request id) and (direction, progress token), then session:
+        # an answer or progress that matches nothing in its own session may match another's
+        # (cross-session delivery), which the correlator, per session, cannot see.
+        self._open_ids: dict[tuple[str, str], dict[int, int]] = {}
+        self._open_tokens: dict[tuple[str, str], dict[int, int]] = {}
         self._attempts: dict[tuple[str, ...], Attempts] = {}
         self._truncations: list[Truncation] = []
         self._recoveries: dict[int, tuple[float, tuple[str, str], int | None]] = {}
@@ -330,6 +323,9 @@ class DetectorState:
         self._init_loops: dict[tuple[str, ...], InitLoop] = {}
         self._retry_after: dict[tuple[str, ...], RetryAfter] = {}
         self._cancels: list[CallState] = []  # cancelled before the deadline, unresolved
+        # The last message that opened, answered or touched a call, until its call event
+        # (which follows it at once) says what it meant for the call.
+        self._held: Said | None = None
 
     def _flag(self, kind: str, subject: tuple[Any, ...], t: float, message: str, *,
               severity: str | None = None, session_id: int | None = None,
@@ -364,3 +360,26 @@ class DetectorState:
     def _new_lane(self) -> int:
         self._lanes += 1
         return self._lanes
+
+    def _open_call(self, call: CallState) -> None:
+        self._calls[call.call_id] = call
+        self._open_ids.setdefault((call.direction, call.rpc_id), {})[call.session] = call.call_id
+        if call.progress_token is not None:
+            self._open_tokens.setdefault((call.direction, call.progress_token), {})[
+                call.session] = call.call_id
+
+    def _close_call(self, call_id: int) -> CallState | None:
+        """The call is answered (or replaced by a reused id): forget it and its index entries."""
+        call = self._calls.pop(call_id, None)
+        if call is None:
+            return None
+        for index, value in ((self._open_ids, call.rpc_id),
+                             (self._open_tokens, call.progress_token)):
+            if value is None:
+                continue
+            owners = index.get((call.direction, value))
+            if owners is not None and owners.get(call.session) == call_id:
+                del owners[call.session]
+                if not owners:
+                    del index[(call.direction, value)]
+        return call

@@ -6,6 +6,7 @@ import statistics
 from itertools import pairwise
 from typing import Any
 
+from recorder.events import ChunkSeen, SseSeen, StreamClosed, StreamOpened
 from recorder.health.registry import (
     BUFFERED_STREAM,
     HEARTBEAT_MISSING,
@@ -57,20 +58,21 @@ class StreamChecks(DetectorState):
                 session_id=ex.session_id, exchange_id=ex.id, stream_id=ex.stream_id,
             )
 
-    def _on_stream_open(self, t: float, row: dict[str, Any]) -> None:
-        ex = self._exchanges.get(row.get("exchange_id", -1))
-        session_id = row.get("session_id")
+    def _on_stream_open(self, e: StreamOpened) -> None:
+        t = e.opened_at
+        ex = self._exchanges.get(e.exchange_id)
+        session_id = e.session_id
         if session_id is None and ex is not None:
             session_id = ex.session_id
-        sent = row.get("last_event_id_sent")
+        sent = e.last_event_id_sent
         lane = 0
         session = self._session(session_id)
         if sent and session is not None and sent in session.event_ids:
             lane = session.event_ids[sent][0]
         stream = StreamState(
-            id=row["id"], exchange_id=row.get("exchange_id"), session_id=session_id,
-            method=str(row.get("method") or (ex.method if ex else "GET")),
-            path=ex.path if ex else "?", role=str(row.get("role") or ""), opened_at=t,
+            id=e.id, exchange_id=e.exchange_id, session_id=session_id,
+            method=e.method or (ex.method if ex else "GET"),
+            path=ex.path if ex else "?", role=e.role or "", opened_at=t,
             last_event_id_sent=sent, lane=lane or self._new_lane(),
         )
         self._streams[stream.id] = stream
@@ -78,21 +80,22 @@ class StreamChecks(DetectorState):
             session.resumed[lane] = t
         if ex is not None:
             ex.stream_id = stream.id
-            for key in ex.calls:
-                call = self._calls.get(key)
+            for call_id in ex.calls:
+                call = self._calls.get(call_id)
                 if call is not None:
                     call.stream_id = stream.id
 
-    def _stream_session(self, stream: StreamState, row: dict[str, Any]) -> SessionState | None:
-        if stream.session_id is None and row.get("session_id") is not None:
-            stream.session_id = row["session_id"]
+    def _stream_session(self, stream: StreamState, session_id: int | None) -> SessionState | None:
+        if stream.session_id is None and session_id is not None:
+            stream.session_id = session_id
         return self._session(stream.session_id)
 
-    def _on_chunk(self, t: float, row: dict[str, Any]) -> None:
-        stream = self._streams.get(row.get("stream_id", -1))
+    def _on_chunk(self, e: ChunkSeen) -> None:
+        stream = self._streams.get(e.stream_id)
         if stream is None:
             return
-        self._stream_session(stream, row)
+        t = e.t
+        self._stream_session(stream, e.session_id)
         previous = stream.last_byte if stream.last_byte is not None else stream.opened_at
         silence = t - previous
         if stream.last_byte is not None:
@@ -117,33 +120,34 @@ class StreamChecks(DetectorState):
         if self._in_burst(stream, t):
             stream.burst_heartbeats += 1
 
-    def _on_sse(self, t: float, row: dict[str, Any]) -> None:
-        stream = self._streams.get(row.get("stream_id", -1))
+    def _on_sse(self, e: SseSeen) -> None:
+        stream = self._streams.get(e.stream_id)
         if stream is None:
             return
-        session = self._stream_session(stream, row)
-        kind = row.get("kind")
+        t = e.t
+        session = self._stream_session(stream, e.session_id)
+        kind = e.kind
         if kind in ("event", "comment") and self._in_burst(stream, t):
             stream.burst_items += 1
-        if isinstance(row.get("retry"), int):
-            stream.retry_ms = row["retry"]
-        if kind == "comment" or kind == "control" or (kind == "event" and row.get("data") == ""):
+        if e.retry is not None:
+            stream.retry_ms = e.retry
+        if kind == "comment" or kind == "control" or (kind == "event" and e.data == ""):
             self._heartbeat(stream, t)
         elif kind == "incomplete":
             stream.incomplete = True
-        if kind == "event" and row.get("type") == "endpoint" and session is not None:
+        if kind == "event" and e.type == "endpoint" and session is not None:
             session.fresh_legacy = True
-        event_id = row.get("event_id")
-        if kind in ("event", "control") and isinstance(event_id, str):
+        event_id = e.event_id
+        if kind in ("event", "control") and event_id is not None:
             if event_id:
                 stream.last_id = event_id
                 if session is not None:
-                    self._event_id(t, stream, session, event_id, row)
+                    self._event_id(t, stream, session, event_id)
             else:
                 stream.last_id = None
 
-    def _event_id(self, t: float, stream: StreamState, session: SessionState, event_id: str,
-                  row: dict[str, Any]) -> None:
+    def _event_id(self, t: float, stream: StreamState, session: SessionState,
+                  event_id: str) -> None:
         """Event ids are cursors per stream, unique in the session (mcp-wire.md 2.6)."""
         seen = session.event_ids.get(event_id)
         lane_ids = session.lane_ids.setdefault(stream.lane, [])
@@ -264,15 +268,16 @@ class StreamChecks(DetectorState):
             events=stream.burst_items, silence=round(silence, 3),
         )
 
-    def _on_stream_close(self, t: float, row: dict[str, Any]) -> None:
-        stream = self._streams.pop(row.get("id", -1), None)
+    def _on_stream_close(self, e: StreamClosed) -> None:
+        stream = self._streams.pop(e.stream_id, None)
         if stream is None:
             return
-        session = self._stream_session(stream, row)
+        t = e.t
+        session = self._stream_session(stream, e.session_id)
         self._end_burst(stream)
-        reason = str(row.get("close_reason") or "end")
-        if isinstance(row.get("retry_ms"), int):
-            stream.retry_ms = row["retry_ms"]
+        reason = e.close_reason or "end"
+        if e.retry_ms is not None:
+            stream.retry_ms = e.retry_ms
         ex = self._exchanges.get(stream.exchange_id or -1)
         if ex is not None:
             ex.stream_reason = reason
@@ -303,7 +308,7 @@ class StreamChecks(DetectorState):
         self._check_idle_close(stream, t, reason, how, unanswered)
 
     def _carried(self, stream: StreamState, session: SessionState | None, t: float,
-                 how: str) -> list[tuple[int, str, str]]:
+                 how: str) -> list[int]:
         """Requests whose answers this stream was to carry and never did."""
         if stream.role == "post":
             ex = self._exchanges.get(stream.exchange_id or -1)
@@ -325,7 +330,7 @@ class StreamChecks(DetectorState):
                 call.carrier_close = f"{stream.label()} closed {how}"
         return open_keys
 
-    def _truncated_early(self, stream: StreamState, keys: list[tuple[int, str, str]], t: float,
+    def _truncated_early(self, stream: StreamState, keys: list[int], t: float,
                          how: str) -> None:
         calls = [self._calls[k] for k in keys if k in self._calls]
         if not calls:
@@ -344,7 +349,7 @@ class StreamChecks(DetectorState):
         )
 
     def _check_idle_close(self, stream: StreamState, t: float, reason: str, how: str,
-                          unanswered: list[tuple[int, str, str]]) -> None:
+                          unanswered: list[int]) -> None:
         cfg = self.config
         if stream.role == "post" and not unanswered:
             return  # a POST stream ends once its response is out: that is the protocol

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from recorder.events import Event, StreamClosed, Tick
 from recorder.health import (
     FLAG_KINDS,
     HealthConfig,
@@ -24,9 +25,10 @@ from recorder.health import (
     config_from_mapping,
     parse_duration,
 )
-from recorder.ingest import Ingest, Observation
+from recorder.ingest import Ingest
 from recorder.model import Flag
 from recorder.redact import Redactor
+from tests.recorder.legacy_events import EventTap
 
 SERVER = "http://127.0.0.1:8000"
 MCP = SERVER + "/mcp"
@@ -89,15 +91,15 @@ PING = b": ping - 2025-06-01 12:00:00\n\n"
 
 
 class Wire:
-    """A script of raw proxy facts, fed through the real Ingest into observations.
+    """A script of raw proxy facts, fed through the real Ingest into events.
 
     Like the recording process, it ticks the clock every `tick` seconds (0.1 s here) while
     time passes between facts, so silences are seen as they happen.
     """
 
     def __init__(self, tick: float = 0.1) -> None:
-        self.observations: list[Observation] = []
-        self.ingest = Ingest(_Sink(), Redactor(None), [self.observations.append],
+        self._tap = EventTap()  # TEMPORARY, until main's Ingest emits events
+        self.ingest = Ingest(self._tap.sink(_Sink()), Redactor(None), [self._tap],
                              update_interval=1e9)
         self.t = 0.0
         self.tick = tick
@@ -132,8 +134,13 @@ class Wire:
         """Let time pass until `until` (ticking on the way)."""
         self._at(until)
 
+    @property
+    def events(self) -> list[Event]:
+        self._tap.flush()
+        return self._tap.events
+
     def flags(self, config: HealthConfig = CFG) -> list[Flag]:
-        return HealthMonitor(config).feed(self.observations)
+        return HealthMonitor(config).feed(self.events)
 
     # Streamable HTTP, stateful ------------------------------------------------------------
 
@@ -221,8 +228,8 @@ def test_silent_stream_is_flagged_while_silent_against_its_learned_cadence() -> 
     assert "heartbeat cadence is 200 ms" in flag.message and "no bytes for" in flag.message
     assert flag.details["cadence"] == pytest.approx(0.2)
     # the stream is still open: the flag came from a tick, not from a close
-    assert not any(o.kind == "stream-close" and o.row["id"] == flag.stream_id
-                   for o in w.observations)
+    assert not any(isinstance(e, StreamClosed) and e.stream_id == flag.stream_id
+                   for e in w.events)
 
 
 def test_stream_that_never_heartbeats_is_at_risk_after_the_fallback_interval() -> None:
@@ -859,7 +866,7 @@ def test_a_cancel_just_before_the_input_ends_is_still_reported() -> None:
     w.post("c", 1.5, note("notifications/cancelled", requestId=3), headers, status=202,
            sse=False)
     monitor = HealthMonitor(CFG)
-    flags = monitor.feed(w.observations) + monitor.finish(1.6)
+    flags = monitor.feed(w.events) + monitor.finish(1.6)
     assert "(no reason)" in only(flags, "request-cancelled").message
 
 
@@ -1341,7 +1348,7 @@ def test_live_ticks_wait_for_a_backlog_of_facts() -> None:
     w.get("g", 101.0, headers)
     for i in range(1, 9):
         w.chunk("g", 101.0 + 0.2 * i, PING)
-    facts = [o for o in w.observations if o.kind != "tick"]
+    facts = [e for e in w.events if not isinstance(e, Tick)]
     wall = 0.0
 
     class _Null:
@@ -1356,9 +1363,9 @@ def test_live_ticks_wait_for_a_backlog_of_facts() -> None:
     for fact in facts:
         wall = fact.t + 3.0  # every fact reaches the checks 3 s after the proxy saw it
         live(fact)
-        live(Observation("tick", wall, {}))
+        live(Tick(wall))
     assert writer.rows == []
-    live(Observation("tick", wall + 5.0, {}))  # the backlog is gone; the silence is real
+    live(Tick(wall + 5.0))  # the backlog is gone; the silence is real
     assert [r["kind"] for r in writer.rows] == ["heartbeat-missing"]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from recorder.events import SessionLearned
 from recorder.health import HealthMonitor
 from recorder.health.spec.rules import BY_ID, RULES
 from recorder.health.spec.schema import validate_message
@@ -38,7 +39,7 @@ INIT_2025 = {"protocolVersion": "2025-06-18", "capabilities": {},
 
 
 def lint(w: Wire) -> list[Flag]:
-    flags = HealthMonitor(CFG, validate=validate_message).feed(w.observations)
+    flags = HealthMonitor(CFG, validate=validate_message).feed(w.events)
     return [f for f in flags if f.kind == "spec-violation"]
 
 
@@ -250,9 +251,9 @@ def test_rules_bind_only_their_versions() -> None:
     # The same missing header under 2025-03-26 (no MCP-Protocol-Version yet) is fine.
     w = Wire()
     headers = [h for h in _session(w) if h[0] != "mcp-protocol-version"]
-    w.observations[:] = [o if o.kind != "session" or "protocol_version" not in o.row else
-                         type(o)(o.kind, o.t, {**o.row, "protocol_version": "2025-03-26"})
-                         for o in w.observations]
+    w.events[:] = [e._replace(protocol_version="2025-03-26")
+                   if isinstance(e, SessionLearned) and e.protocol_version else e
+                   for e in w.events]
     _post_answer(w, "p", 1.0, rpc(1, "tools/list"), ok(1, tools=[]), headers)
     assert rules(w) == set()
     # A batch is allowed in 2025-03-26.
@@ -268,7 +269,7 @@ def test_rules_bind_only_their_versions() -> None:
 def test_without_a_validator_the_schema_rule_is_off() -> None:
     w = Wire()
     case_schema(w)
-    assert [f for f in HealthMonitor(CFG).feed(w.observations)
+    assert [f for f in HealthMonitor(CFG).feed(w.events)
             if f.kind == "spec-violation"] == []
 
 

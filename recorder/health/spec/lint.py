@@ -1,4 +1,4 @@
-"""The protocol lint: observations in, one finding per rule broken (per session or server) out.
+"""The protocol lint: recorder events in, one finding per rule broken (per session or server) out.
 
 Theory of operation:
 - Sans-IO and rule-driven. Every check names a rule of `rules.RULES`; a rule applies only to
@@ -12,6 +12,8 @@ Theory of operation:
   not be a finding; where one is, it is our bug or an SDK deviation, documented in the README.
 - Schema validation is injected (`validate`, see `schema.validate_message`): this module stays
   a pure core with no pydantic import.
+- An answer's request is the one recorder.correlate paired it with: a message's `call_id`
+  names its call, and the request's method and version are kept under it until the answer.
 """
 
 from __future__ import annotations
@@ -23,10 +25,24 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from recorder.events import (
+    CallOpened,
+    Event,
+    ExchangeEnded,
+    MessageSeen,
+    RequestSeen,
+    ResponseSeen,
+    SessionJoined,
+    SessionLearned,
+    SessionOpened,
+    SseSeen,
+    StreamClosed,
+    StreamOpened,
+)
 from recorder.health.registry import VERSIONS
 from recorder.health.spec.rules import BY_ID, LintRule
+from recorder.health.state import payload_of
 from recorder.model import C2S, S2C
-from recorder.redact import session_param
 
 # (direction, kind, method, version, params or result) -> what is wrong, or None.
 Validator = Callable[[str, str, str, str, Any], str | None]
@@ -80,25 +96,12 @@ class _Stream:
     first_event: bool = True
 
 
-def _headers(text: Any) -> dict[str, str]:
-    try:
-        pairs = orjson.loads(text) if text else []
-    except orjson.JSONDecodeError:
-        return {}
-    out: dict[str, str] = {}
-    for pair in pairs if isinstance(pairs, list) else ():
-        if isinstance(pair, list) and len(pair) == 2:
-            name = str(pair[0]).lower()
-            out[name] = f"{out[name]}, {pair[1]}" if name in out else str(pair[1])
-    return out
-
-
 def _is_id(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 class SpecLint:
-    """Feed it the recorder's observations in time order; it returns the rules they break."""
+    """Feed it the recorder's events in time order; it returns the rules they break."""
 
     def __init__(self, validate: Validator | None = None) -> None:
         self.validate = validate
@@ -107,15 +110,24 @@ class SpecLint:
         self._exchanges: dict[int, _Exchange] = {}
         self._sessions: dict[int, _Session] = {}
         self._streams: dict[int, _Stream] = {}
-        self._requests: dict[tuple[int | None, str, str], tuple[str, str | None]] = {}
+        # Open requests by call id: (method, version), for the rules their answers follow.
+        self._requests: dict[int, tuple[str, str | None]] = {}
         self._issuing: set[tuple[str, str]] = set()  # (server, path) that issued session ids
         self._issued_to: set[tuple[str, str, str, str]] = set()  # (client..., server, path)
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            SessionOpened: self._on_session, SessionLearned: self._on_learned,
+            SessionJoined: self._on_joined, RequestSeen: self._on_request,
+            ResponseSeen: self._on_response, StreamOpened: self._on_stream_open,
+            StreamClosed: self._on_stream_close, ExchangeEnded: self._on_exchange_end,
+            SseSeen: self._on_sse, MessageSeen: self._on_message, CallOpened: self._on_call,
+        }
 
-    def observe(self, kind: str, t: float, row: dict[str, Any]) -> list[Finding]:
+    def observe(self, event: Event) -> list[Finding]:
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            return []
         self._out = []
-        handler = getattr(self, "_on_" + kind.replace("-", "_"), None)
-        if handler is not None:
-            handler(t, row)
+        handler(event)
         return self._out
 
     # Findings -------------------------------------------------------------------------------
@@ -153,51 +165,62 @@ class SpecLint:
 
     # Facts ----------------------------------------------------------------------------------
 
-    def _on_session(self, t: float, row: dict[str, Any]) -> None:
-        if row.get("id") is None:
-            return
-        session = self._sessions.setdefault(row["id"], _Session(row["id"]))
-        if row.get("transport"):
-            session.transport = row["transport"]
-        if isinstance(row.get("protocol_version"), str):
-            session.version = row["protocol_version"]
-        if isinstance(row.get("requested_protocol_version"), str):
-            session.offered = row["requested_protocol_version"]
+    def _on_session(self, e: SessionOpened) -> None:
+        session = self._sessions.setdefault(e.id, _Session(e.id))
+        session.transport = e.transport
 
-    def _on_exchange(self, t: float, row: dict[str, Any]) -> None:
-        url = str(row.get("url") or "")
-        parts = urlsplit(url)
-        client_host = str(row.get("client_addr") or "").rpartition(":")[0]
-        headers = _headers(row.get("request_headers"))
-        self._exchanges[row["id"]] = _Exchange(
-            id=row["id"], method=str(row.get("method") or ""), url=url,
+    def _on_learned(self, e: SessionLearned) -> None:
+        session = self._sessions.setdefault(e.session_id, _Session(e.session_id))
+        if e.protocol_version is not None:
+            session.version = e.protocol_version
+        if e.requested_protocol_version is not None:
+            session.offered = e.requested_protocol_version
+
+    def _on_request(self, e: RequestSeen) -> None:
+        parts = urlsplit(e.url)
+        client_host = (e.client_addr or "").rpartition(":")[0]
+        headers = e.headers()
+        session = self._sessions.get(e.session_id) if e.session_id is not None else None
+        self._exchanges[e.id] = _Exchange(
+            id=e.id, method=e.method, url=e.url,
             path=parts.path or "/", server=f"{parts.scheme}://{parts.netloc}",
             client=(client_host, headers.get("user-agent", "")), headers=headers,
-            legacy=session_param(url) is not None,
+            # A request to a legacy message endpoint names its (HTTP+SSE) session in the URL.
+            legacy=session is not None and session.transport == "sse"
+            and "mcp-session-id" not in headers,
         )
 
-    def _on_stream_open(self, t: float, row: dict[str, Any]) -> None:
-        self._streams[row["id"]] = _Stream(row["id"], row.get("exchange_id"),
-                                           str(row.get("role") or ""))
+    def _on_joined(self, e: SessionJoined) -> None:
+        stream = self._streams.get(e.stream_id) if e.stream_id is not None else None
+        if stream is not None and e.stream_role:
+            stream.role = e.stream_role
 
-    def _on_stream_close(self, t: float, row: dict[str, Any]) -> None:
-        self._streams.pop(row.get("id", -1), None)
+    def _on_stream_open(self, e: StreamOpened) -> None:
+        self._streams[e.id] = _Stream(e.id, e.exchange_id, e.role or "")
 
-    def _on_exchange_end(self, t: float, row: dict[str, Any]) -> None:
-        ex = self._exchanges.pop(row.get("id", -1), None)
+    def _on_stream_close(self, e: StreamClosed) -> None:
+        self._streams.pop(e.stream_id, None)
+
+    def _on_exchange_end(self, e: ExchangeEnded) -> None:
+        ex = self._exchanges.pop(e.id, None)
         if ex is not None and ex.status is not None:
             # Judged at the end: live, a POST's own messages may be released after its answer.
-            self._judge_http(t, ex)
+            self._judge_http(e.t, ex)
 
-    def _on_sse(self, t: float, row: dict[str, Any]) -> None:
-        stream = self._streams.get(row.get("stream_id", -1))
-        if stream is None or stream.role != "legacy" or row.get("kind") != "event":
+    def _on_call(self, e: CallOpened) -> None:
+        if e.replaced is not None:
+            self._requests.pop(e.replaced, None)  # a reused id: the old request is over
+
+    def _on_sse(self, e: SseSeen) -> None:
+        stream = self._streams.get(e.stream_id)
+        if stream is None or stream.role != "legacy" or e.kind != "event":
             return
+        t = e.t
         ex = self._exchanges.get(stream.exchange_id or -1)
         server = ex.server if ex is not None else ""
-        kind = str(row.get("type") or "message")
-        data = str(row.get("data") or "")
-        session_id = row.get("session_id")
+        kind = e.type or "message"
+        data = e.data or ""
+        session_id = e.session_id
         if stream.first_event:
             stream.first_event = False
             if kind != "endpoint" and '"jsonrpc"' in data:
@@ -214,15 +237,15 @@ class SpecLint:
                        f"'event: {kind}'; legacy clients read only 'message' events and drop it",
                        "2024-11-05", session_id=session_id, server=server, stream_id=stream.id)
 
-    def _on_response(self, t: float, row: dict[str, Any]) -> None:
-        ex = self._exchanges.get(row.get("id", -1))
+    def _on_response(self, e: ResponseSeen) -> None:
+        ex = self._exchanges.get(e.id)
         if ex is None:
             return
-        if row.get("session_id") is not None:
-            ex.session_id = row["session_id"]
-        ex.status = row.get("status") if isinstance(row.get("status"), int) else None
-        ex.response_headers = _headers(row.get("response_headers"))
-        ex.ctype = str(row.get("response_content_type") or "").split(";")[0].strip().lower()
+        if e.session_id is not None:
+            ex.session_id = e.session_id
+        ex.status = e.status
+        ex.response_headers = e.headers()
+        ex.ctype = (e.response_content_type or "").split(";")[0].strip().lower()
 
     def _judge_http(self, t: float, ex: _Exchange) -> None:
         """The HTTP rules of one exchange, once its request, messages and answer are known."""
@@ -298,53 +321,51 @@ class SpecLint:
                            "id, though it issues sessions; it must answer 400 Bad Request",
                            version, **where)
 
-    def _on_message(self, t: float, row: dict[str, Any]) -> None:
-        if row.get("kind") == "invalid":
+    def _on_message(self, e: MessageSeen) -> None:
+        if e.kind == "invalid":
             return  # not a JSON-RPC message at all: invalid-message says so
-        try:
-            payload = orjson.loads(row["json"]) if row.get("json") else None
-        except orjson.JSONDecodeError:
-            return
+        payload = payload_of(e)
         if not isinstance(payload, dict):
             return
-        direction = str(row.get("direction") or C2S)
-        session_id = row.get("session_id")
-        ex = self._exchanges.get(row.get("exchange_id", -1)) if direction == C2S else None
-        if direction == S2C and row.get("stream_id") is None and isinstance(
+        t = e.t
+        direction = e.direction or C2S
+        session_id = e.session_id
+        exchange_id = e.exchange_id if e.exchange_id is not None else -1
+        ex = self._exchanges.get(exchange_id) if direction == C2S else None
+        if direction == S2C and e.stream_id is None and isinstance(
                 payload.get("error"), dict) and isinstance(payload["error"].get("message"), str):
-            answered = self._exchanges.get(row.get("exchange_id", -1))
+            answered = self._exchanges.get(exchange_id)
             if answered is not None:
                 answered.error_texts.append(payload["error"]["message"])
-        if ex is not None and session_id is not None and ex.session_id is None:
+        if ex is not None and ex.session_id is None:
             ex.session_id = session_id
         method = payload.get("method") if isinstance(payload.get("method"), str) else None
-        kind = str(row.get("kind") or "")
-        if direction == C2S and ex is not None and row.get("stream_id") is None:
+        kind = e.kind
+        if direction == C2S and ex is not None and e.stream_id is None:
             ex.c2s.append((kind, method))
         # The version: initialize offers one; answers follow their request's.
         params = payload.get("params")
-        rpc_id = str(row.get("rpc_id"))
+        rpc_id = str(e.rpc_id)
         asked: tuple[str, str | None] | None = None
-        if method is None:
-            asked = self._requests.pop((session_id, direction, rpc_id), None)
+        if method is None and e.call_id is not None:
+            asked = self._requests.pop(e.call_id, None)
         version = self._version_of(ex, session_id)
         if asked is not None and asked[1]:
             version = asked[1]
         if method == "initialize" and isinstance(params, dict) \
                 and isinstance(params.get("protocolVersion"), str):
             version = version or params["protocolVersion"]
-        if method is not None and "id" in payload:
-            self._requests[(session_id, S2C if direction == C2S else C2S, str(row.get("rpc_id")))] \
-                = (method, version)
+        if method is not None and "id" in payload and e.call_id is not None:
+            self._requests[e.call_id] = (method, version)
         where: dict[str, Any] = dict(session_id=session_id, server=ex.server if ex else "",
-                     exchange_id=row.get("exchange_id"), stream_id=row.get("stream_id"),
-                     message_id=row.get("id"))
+                                     exchange_id=e.exchange_id, stream_id=e.stream_id,
+                                     message_id=e.id)
         label = method or f"the response to {asked[0] if asked else 'id ' + rpc_id}"
-        self._shape(t, payload, label, method, version, row, where)
+        self._shape(t, payload, label, method, version, e.batch_index, where)
         if method is None:
             self._answer(t, payload, asked, version, direction, label, where)
         elif kind in ("request", "notification"):
-            if ex is not None and kind == "request" and row.get("batch_index") is None:
+            if ex is not None and kind == "request" and e.batch_index is None:
                 self._headers_2026(t, ex, method, params, version, where)
             if self.validate is not None and version is not None:
                 problem = self.validate(direction, kind, method, version, params)
@@ -354,7 +375,7 @@ class SpecLint:
                                **where)
 
     def _shape(self, t: float, payload: dict[str, Any], label: str, method: str | None,
-               version: str | None, row: dict[str, Any], where: dict[str, Any]) -> None:
+               version: str | None, batch_index: int | None, where: dict[str, Any]) -> None:
         if payload.get("jsonrpc") != "2.0":
             shown = orjson.dumps(payload["jsonrpc"]).decode() if "jsonrpc" in payload \
                 else "missing"
@@ -375,7 +396,7 @@ class SpecLint:
                 self._find("error-shape", t, f"{label} carries error "
                            f"{orjson.dumps(error).decode()[:120]}; code must be an integer and "
                            "message a string", version, **where)
-        if row.get("batch_index") is not None and version is not None \
+        if batch_index is not None and version is not None \
                 and version != "2025-03-26":
             self._find("batch", t, f"{label} travelled in a JSON-RPC batch, which {version} "
                        "does not allow (batches exist only in 2025-03-26)", version, **where)
