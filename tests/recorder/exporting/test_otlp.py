@@ -136,27 +136,77 @@ def test_capture_gaps_become_span_events_of_their_stream():
 
 
 def test_live_spans_carry_flags_and_capture_gaps_of_their_stream():
-    from recorder.ingest import Observation
+    from recorder.events import (
+        SessionOpened,
+        SseSeen,
+        StreamClosed,
+        StreamCounters,
+        StreamOpened,
+    )
     from recorder.otel_live import LiveSpans
 
     spans: list[otel.Span] = []
     live = LiveSpans(spans.append)
-    live(Observation("session", 100.0, {"id": 1, "key": "sid:abc", "transport": "sse",
-                                        "server": "http://127.0.0.1:9", "started_at": 100.0}))
-    live(Observation("stream-open", 100.1, {"id": 5, "exchange_id": 2, "session_id": 1,
-                                            "method": "GET", "role": "legacy",
-                                            "opened_at": 100.1}))
-    live(Observation("sse", 100.5, {"id": 1, "stream_id": 5, "session_id": 1, "t": 100.5,
-                                    "kind": "comment"}))
+    live(SessionOpened(1, "sid:abc", "sse", "http://127.0.0.1:9", "/sse", 100.0, 100.0, None,
+                       None))
+    live(StreamOpened(5, 2, 1, "GET", "legacy", None, 100.1, None))
+    live(SseSeen(1, 5, 1, 100.5, "comment", None, "ping", None, None, None, 0, 8))
     live.gap({"stream_id": 5, "session_id": 1, "reason": "overload", "bytes": 10, "chunks": 1,
               "events": 2, "started_at": 101.0, "ended_at": 102.0})
     live.flag({"stream_id": None, "session_id": 1, "t": 103.0, "kind": "lost-session",
                "severity": "error", "message": "gone", "call_id": None})
-    live(Observation("stream-close", 104.0, {"id": 5, "session_id": 1, "closed_at": 104.0,
-                                             "close_reason": "end", "bytes": 99}))
+    live(StreamClosed(104.0, 5, 1, "end",
+                      StreamCounters(104.0, 5, 99, 1, 0, 1, 0.0, False, None, 100.5)))
     live.close(105.0)
     stream = next(s for s in spans if s.name == "mcp.sse_stream legacy")
     assert [e.name for e in stream.events] == ["sse.heartbeat", "ssetap.capture_gap"]
     session = next(s for s in spans if s.name == "mcp.session")
     assert [dict(e.attributes)["ssetap.flag.kind"] for e in session.events] == ["lost-session"]
     assert stream.parent_span_id == session.span_id and stream.end == 104.0
+
+
+def test_live_call_spans_follow_the_correlators_call_events():
+    """A call's span: its request and answer payloads from the messages, its pairing, late
+    answers and progress from the call events; an unanswered call goes out as pending."""
+    from recorder.events import (
+        CallAnswered,
+        CallCancelled,
+        CallOpened,
+        CallProgressed,
+        MessageSeen,
+        SessionOpened,
+    )
+    from recorder.otel_live import LiveSpans
+
+    spans: list[otel.Span] = []
+    live = LiveSpans(spans.append)
+    live(SessionOpened(1, "sid:abc", "streamable-http", "http://127.0.0.1:9", "/mcp", 100.0,
+                       100.0, None, None))
+    request = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+               "params": {"name": "add", "_meta": {"progressToken": 7}}}
+    live(MessageSeen(1, 1, 1, None, None, 100.0, "c2s", "request", "1", "tools/call", None,
+                     "{}", None, 1, request))
+    live(CallOpened(1, 1, "c2s", "1", "tools/call", "add", 1, 100.0, "pending", "7"))
+    live(MessageSeen(2, 1, 1, 3, 4, 100.2, "s2c", "notification", None,
+                     "notifications/progress", None, "{}", None, 1, {}))
+    live(CallProgressed(100.2, 1, 1, 1))
+    live(MessageSeen(3, 1, 2, None, None, 100.3, "c2s", "notification", None,
+                     "notifications/cancelled", None, "{}", None, 1, {}))
+    live(CallCancelled(100.3, 1, 1, 3, "user"))
+    answer = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "stopped"}}
+    live(MessageSeen(4, 1, 1, 3, 5, 100.5, "s2c", "error", "1", None, None, "{}", None, 1,
+                     answer))
+    live(CallAnswered(100.5, 1, 1, 4, 500.0, None, -32000, "stopped", True))
+    live(MessageSeen(5, 1, 1, None, None, 101.0, "c2s", "request", "2", "tools/list", None,
+                     "{}", None, 2, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+    live(CallOpened(2, 1, "c2s", "2", "tools/list", None, 5, 101.0, "pending", None))
+    live.close(102.0)
+    calls = [s for s in spans if s.name.startswith("tools/")]
+    assert [s.name for s in calls] == ["tools/call add", "tools/list"]
+    answered, pending = (dict(s.attributes) for s in calls)
+    assert answered["ssetap.call.outcome"] == "error"
+    assert answered["rpc.response.status_code"] == "-32000"
+    assert answered["ssetap.call.progress_count"] == 1
+    assert [e.name for e in calls[0].events] == ["mcp.cancelled"]
+    assert calls[0].end == 100.5
+    assert pending["ssetap.call.outcome"] == "pending"
