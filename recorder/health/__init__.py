@@ -1,18 +1,21 @@
-"""Stream-health, protocol and security checks: recorder observations in, flags out.
+"""Stream-health, protocol and security checks: recorder events in, flags out.
 
 Design notes: the rules this package keeps, and why.
-- Sans-IO. Input is the recorder's `Observation`s in time order (recorder.health.inputs
-  documents them). They come live from recorder.ingest, or rebuilt from a stored capture by
-  recorder.check. Output is `Flag`s. There are no timers: the clock is each observation's
-  `t`. `tick` observations move it forward, so a stream that goes quiet is flagged *while* it
-  is quiet, not when it closes. Periodic checks (silent streams, overdue calls, recovery
+- Sans-IO. Input is the recorder's typed events (recorder.events) in time order. They come
+  live from recorder.ingest, or rebuilt from a stored capture by recorder.check. Output is
+  `Flag`s. There are no timers: the clock is each event's `t`. `Tick` events move it
+  forward, so a stream that goes quiet is flagged *while* it is quiet, not when it closes. Periodic checks (silent streams, overdue calls, recovery
   deadlines) run on ticks only. That way a live run (ticks every 0.2 s) and an offline run
   (ticks interpolated by the caller) reach the same verdicts.
 - Kinds are data. `registry.KINDS` names every kind with its severity, summary, cause and the
   versions and transports it applies to; the README table and SARIF rules come from it.
-- Detectors by concern: `streams`, `reconnects`, `calls`, `sessions`, `security` (mixins over
-  one `state.DetectorState`) and `spec` (the protocol lint, its own pure core with a table of
-  rules). `monitor.HealthMonitor` is the one facade that dispatches observations to them.
+- Detectors by concern: `streams`, `reconnects`, `calls`, `sessions`, `security` (each a
+  `context.Detector` that declares the event types it reads, over one shared
+  `context.Context` of sessions, exchanges, streams and calls) and `spec` (the protocol lint,
+  its own pure core with a table of rules). `monitor.HealthMonitor` is the one facade: it
+  updates the context, then dispatches each event by its type to the detectors that read it.
+- Calls are recorder.correlate's: the detectors never pair requests and answers themselves,
+  they read the call events (`CallOpened`, `CallAnswered`...) that follow each message.
 - Once per subject. Each kind fires at most once for its subject: a stream, a call, a
   message, a session, a client's reconnect loop, or a server for the security findings.
   A sick stream gives one line, not one per tick.

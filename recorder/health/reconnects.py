@@ -1,15 +1,25 @@
-"""Reconnect detectors: storms, resumption after a break, rate limits."""
+"""Reconnect detectors: storms, resumption after a break, rate limits.
+
+Design notes:
+- Storms are counted per client (host and user agent) and endpoint, whatever the session:
+  a legacy client that reconnects gets a new session each time, and a Streamable HTTP client
+  that re-initializes in a loop a new session id. Only failed or short-lived attempts count.
+- A reconnect after a stream that issued event ids must resume (`Last-Event-ID`) from an id
+  the session issued. A retry must wait for the `retry:` or `Retry-After` it was given.
+"""
 
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
 from itertools import pairwise
+from typing import Any
 from urllib.parse import urlsplit
 
+from recorder.events import ExchangeEnded, MessageSeen, RequestSeen, ResponseSeen
+from recorder.health.context import Detector
 from recorder.health.registry import IDLE_TIMEOUT_CLOSE, RATE_LIMITED, RECONNECT_STORM, RESUME_GAP
 from recorder.health.state import (
     Attempts,
-    DetectorState,
     ExchangeState,
     InitLoop,
     RetryAfter,
@@ -18,15 +28,49 @@ from recorder.health.state import (
     session_list,
 )
 from recorder.health.streams import IDLE_CAUSE
+from recorder.model import C2S
 
 
-class ReconnectChecks(DetectorState):
+class ReconnectChecks(Detector):
     """Reconnect detectors: storms, resumption after a break, rate limits."""
 
+    HANDLES = {RequestSeen: "_on_request", ResponseSeen: "_on_response",
+               ExchangeEnded: "_on_exchange_end", MessageSeen: "_on_message"}
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._attempts: dict[tuple[str, ...], Attempts] = {}  # GET streams per client and URL
+        self._init_loops: dict[tuple[str, ...], InitLoop] = {}  # initializes per client
+        self._retry_after: dict[tuple[str, ...], RetryAfter] = {}  # waits asked per client
+
+    def _on_request(self, e: RequestSeen) -> None:
+        ex = self.ctx.exchanges[e.id]
+        self._check_retry_after(e.t, ex)
+        if ex.method == "GET" and "text/event-stream" in ex.headers.get("accept", ""):
+            self._stream_attempt(e.t, ex)
+
+    def _on_response(self, e: ResponseSeen) -> None:
+        ex = self.ctx.exchanges.get(e.id)
+        if ex is not None and e.status in (429, 503):
+            self._rate_limited(e.t, ex, e.headers())
+
+    def _on_exchange_end(self, e: ExchangeEnded) -> None:
+        ex = self.ctx.exchanges.get(e.id)
+        if ex is not None and ex.attempt_key is not None:
+            self._attempt_ended(e.t, ex, e.error)
+
+    def _on_message(self, e: MessageSeen) -> None:
+        said = self.ctx.said_for(e.id)
+        if e.kind == "request" and e.direction == C2S and e.method == "initialize" \
+                and e.rpc_id is not None and said is not None and said.exchange is not None:
+            session = self.ctx.session(e.session_id)
+            assert session is not None
+            self._initialize_attempt(e.t, said.exchange, session)
+
     def _confirm_idle_suspect(self, t: float, ex: ExchangeState) -> None:
-        suspect = self._idle_suspects.pop((*ex.client, ex.server, ex.path), None)
+        suspect = self.ctx.idle_suspects.pop((*ex.client, ex.server, ex.path), None)
         if suspect is not None and t <= suspect.due:
-            self._flag(IDLE_TIMEOUT_CLOSE, (suspect.stream_id,), suspect.closed_at,
+            self.ctx.flag(IDLE_TIMEOUT_CLOSE, (suspect.stream_id,), suspect.closed_at,
                        f"{suspect.text}; the client reconnected {secs(t - suspect.closed_at)} "
                        f"later, so it had not meant to end the stream{IDLE_CAUSE}",
                        **suspect.links)
@@ -64,7 +108,7 @@ class ReconnectChecks(DetectorState):
         if retry > 0 and delay < 0.9 * retry - 0.05:
             state.retry_violations += 1
             if state.retry_violations >= 2:
-                self._flag(
+                self.ctx.flag(
                     RECONNECT_STORM, subject, t,
                     f"{who} reopened {target} {secs(delay)} after the last attempt ended, "
                     f"though the server asked for retry: {state.last_retry_ms} ms; clients "
@@ -79,7 +123,7 @@ class ReconnectChecks(DetectorState):
         sessions = list(dict.fromkeys(state.sessions))
         across = f", across sessions {session_list(sessions)}" if len(sessions) > 1 else ""
         if len(state.reconnects) >= cfg.storm_count:
-            self._flag(
+            self.ctx.flag(
                 RECONNECT_STORM, subject, t,
                 f"{who} reopened {target} {len(state.reconnects)} times in "
                 f"{secs(min(cfg.storm_window, t - state.reconnects[0]))} after failed or "
@@ -93,7 +137,7 @@ class ReconnectChecks(DetectorState):
         if len(run) >= cfg.storm_no_backoff and all(
                 b <= a * 1.1 + 0.05 for a, b in pairwise(run)):
             shown = ", ".join(f"{d:.2f}" for d in run)
-            self._flag(
+            self.ctx.flag(
                 RECONNECT_STORM, subject, t,
                 f"{who} reopened {target} {len(run)} times in a row with no backoff (delays "
                 f"{shown} s, never growing){across}. Usual cause: a fixed-delay reconnect loop; "
@@ -110,7 +154,7 @@ class ReconnectChecks(DetectorState):
         state.open = max(state.open - 1, 0)
         ok = ex.status is not None and 200 <= ex.status < 300 and ex.sse
         reason = ex.stream_reason or ("error" if error else "end")
-        session = self._sessions.get(ex.session_id or -1)
+        session = self.ctx.sessions.get(ex.session_id or -1)
         lived = t - ex.started_at
         # A legacy client that drops its own GET while its session has done nothing (no
         # initialize) and opens another one is looping: each reconnect is a new session, so
@@ -133,14 +177,14 @@ class ReconnectChecks(DetectorState):
             state.session_id = ex.session_id
 
     def _check_resume(self, t: float, ex: ExchangeState) -> None:
-        session = self._session(ex.session_id)
+        session = self.ctx.session(ex.session_id)
         if session is None or session.pending_break is None:
             return
         brk = session.pending_break
         session.pending_break = None
         sent = ex.headers.get("last-event-id")
         if not sent:
-            self._flag(
+            self.ctx.flag(
                 RESUME_GAP, ("no-cursor", ex.id), t,
                 f"GET {ex.path} reconnected {secs(t - brk.at)} after stream #{brk.stream_id} "
                 f"ended, without Last-Event-ID, though that stream had issued event ids (last "
@@ -150,7 +194,7 @@ class ReconnectChecks(DetectorState):
                 last_event_id=brk.last_id,
             )
         elif sent not in session.event_ids:
-            self._flag(
+            self.ctx.flag(
                 RESUME_GAP, ("unknown-cursor", ex.id), t,
                 f"GET {ex.path} resumed with Last-Event-ID {sent!r}, an id this session never "
                 f"issued (stream #{brk.stream_id} last sent {brk.last_id!r}). Usual cause: a "
@@ -172,7 +216,7 @@ class ReconnectChecks(DetectorState):
         cfg = self.config
         key = (ex.client[0], ex.client[1], ex.server)
         loop = self._init_loops.setdefault(key, InitLoop())
-        previous = self._sessions.get(loop.last_session if loop.last_session is not None else -1)
+        previous = self.ctx.sessions.get(loop.last_session if loop.last_session is not None else -1)
         if previous is not None and previous.id != session.id and not previous.ending \
                 and t - loop.last_at < cfg.storm_short_lived \
                 and (previous.work == 0 or previous.not_found > 0):
@@ -184,7 +228,7 @@ class ReconnectChecks(DetectorState):
             if len(loop.loops) > cfg.storm_count:
                 sessions = [sid for _, sid in loop.loops]
                 who = f"client {ex.client[0] or '?'} ({ex.client[1] or 'no user agent'})"
-                self._flag(
+                self.ctx.flag(
                     RECONNECT_STORM, (ex.client, ex.server, "initialize"), t,
                     f"{who} initialized {len(sessions)} new sessions on {ex.server} in "
                     f"{secs(t - loop.loops[0][0])}, each abandoned before doing any work "
@@ -211,7 +255,7 @@ class ReconnectChecks(DetectorState):
                                                 before.early if before is not None else 0)
         wait = f" with Retry-After: {headers['retry-after']}" if seconds is not None else \
             " (no Retry-After)"
-        self._flag(
+        self.ctx.flag(
             RATE_LIMITED, (ex.client, ex.server, path, ex.status), t,
             f"{ex.server} answered {ex.method} {path} with {ex.status}"
             f"{' Too Many Requests' if ex.status == 429 else ' Service Unavailable'}{wait}; the "
@@ -234,7 +278,7 @@ class ReconnectChecks(DetectorState):
         wait.early += 1
         if wait.early >= 2:
             who = f"client {ex.client[0] or '?'} ({ex.client[1] or 'no user agent'})"
-            self._flag(
+            self.ctx.flag(
                 RECONNECT_STORM, (ex.client, ex.server, path, "retry-after"), t,
                 f"{who} retried {ex.method} {path} on {ex.server} {wait.early} times before "
                 f"the Retry-After of {secs(wait.seconds)} its {wait.status} answer asked for. "

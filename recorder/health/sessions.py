@@ -1,33 +1,92 @@
-"""Session detectors: lost sessions, missing re-initialize, cross-session delivery."""
+"""Session detectors: lost sessions, missing re-initialize, cross-session delivery.
+
+Design notes:
+- "Session not found" is a finding when the session had worked (a load balancer or restart
+  lost it) or when its client never recovers by re-initializing within a grace period.
+- Tenant isolation: the correlator pairs answers within their session, so an answer (or a
+  progress token) that is another session's shows up as an orphan of its own. The call
+  detectors ask `foreign_answer` before calling an answer an orphan; the owner is a session
+  with a pending call of that id, or one that just got the very same answer (a broadcast).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from recorder.correlate import opposite
-from recorder.events import MessageSeen
+from recorder.events import CallOrphan, ExchangeEnded, MessageSeen
+from recorder.health.context import Detector
 from recorder.health.registry import CROSS_SESSION_DELIVERY, REINIT_MISSING, SESSION_NOT_FOUND
 from recorder.health.state import (
-    DetectorState,
     ExchangeState,
     SessionState,
     StreamState,
+    payload_of,
     secs,
 )
+from recorder.jsonrpc import id_key
+from recorder.model import C2S
 
 # How far apart two deliveries of one answer may be to count as one broadcast.
 CROSS_SESSION_WINDOW = 10.0
 
 
-class SessionChecks(DetectorState):
+class SessionChecks(Detector):
     """Session detectors: lost sessions, missing re-initialize, cross-session delivery."""
+
+    HANDLES = {MessageSeen: "_on_message", ExchangeEnded: "_on_exchange_end",
+               CallOrphan: "_on_orphan"}
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        # Sessions answered "not found" that may still recover: id -> (when, client, exchange).
+        self._recoveries: dict[int, tuple[float, tuple[str, str], int | None]] = {}
+        # (call direction, id, hash of the answer's text) -> session -> when it was delivered.
+        self._answer_prints: dict[tuple[str, str, int], dict[int, float]] = {}
+
+    def tick(self, t: float) -> None:
+        for session_id, (at, client, exchange_id) in list(self._recoveries.items()):
+            if t - at < self.config.session_recover_grace:
+                continue
+            del self._recoveries[session_id]
+            if self.ctx.reinitialized.get(client, -1.0) >= at:
+                continue
+            session = self.ctx.sessions.get(session_id)
+            if session is not None:
+                self._never_recovered(t, session, client, exchange_id)
+
+    def _on_message(self, e: MessageSeen) -> None:
+        method = e.method or ""
+        if e.kind != "request" or e.direction != C2S or e.rpc_id is None \
+                or method in ("initialize", "server/discover", "ping"):
+            return
+        session = self.ctx.session(e.session_id)
+        if session is not None and session.fresh_legacy and not session.initialized:
+            self._reinit_missing(e.t, e, session, method)
+
+    def _on_exchange_end(self, e: ExchangeEnded) -> None:
+        ex = self.ctx.exchanges.get(e.id)
+        if ex is not None:
+            self._check_session_not_found(e.t, ex, e.response_body)
+
+    def _on_orphan(self, e: CallOrphan) -> None:
+        """Progress for no open call of its session: perhaps another session's token."""
+        said = self.ctx.said_for(e.message_id)
+        if e.what != "progress-unknown" or said is None:
+            return
+        payload = payload_of(said.message)
+        params = payload.get("params") if isinstance(payload, dict) else None
+        session = self.ctx.session(e.session_id)
+        if isinstance(params, dict) and "progressToken" in params and session is not None:
+            self._foreign_progress(e.t, said.message, session, said.message.direction,
+                                   said.stream, id_key(params["progressToken"]))
 
     def _reinit_missing(self, t: float, row: MessageSeen, session: SessionState,
                         method: str) -> None:
-        earlier = [s for s in self._sessions.values()
+        earlier = [s for s in self.ctx.sessions.values()
                    if s.id < session.id and s.transport == "sse" and s.client == session.client]
         before = f" after this client's session #{earlier[-1].id}" if earlier else ""
-        self._flag(
+        self.ctx.flag(
             REINIT_MISSING, (session.id,), t,
             f"legacy session #{session.id} (a new endpoint from the GET stream{before}) received "
             f"{method} without any initialize; the server will reject it ('Received request "
@@ -46,7 +105,7 @@ class SessionChecks(DetectorState):
                 texts += " " + body.decode("utf-8", "replace").lower()
             if "session" not in texts:
                 return
-        session = self._session(ex.session_id)
+        session = self.ctx.session(ex.session_id)
         if session is None:
             return
         session.not_found += 1
@@ -55,7 +114,7 @@ class SessionChecks(DetectorState):
         if session.deleted:
             return
         if session.ok > 0 and session.last_ok_at is not None:
-            self._flag(
+            self.ctx.flag(
                 SESSION_NOT_FOUND, (session.id,), t,
                 f"{ex.method} {ex.path} got {ex.status} 'session not found' for session "
                 f"#{session.id}, which had {session.ok} successful answer"
@@ -75,7 +134,7 @@ class SessionChecks(DetectorState):
                          exchange_id: int | None) -> None:
         self._recoveries.pop(session.id, None)
         first = session.not_found_at if session.not_found_at is not None else t
-        self._flag(
+        self.ctx.flag(
             SESSION_NOT_FOUND, (session.id,), t,
             f"session #{session.id} was answered 'session not found' {session.not_found} "
             f"time{'s' if session.not_found != 1 else ''} over {secs(t - first)} and its client "
@@ -87,14 +146,14 @@ class SessionChecks(DetectorState):
 
     # Tenant isolation ---------------------------------------------------------------------------
 
-    def _note_answer(self, t: float, session: SessionState, call_direction: str, rpc_id: str,
+    def note_answer(self, t: float, session: SessionState, call_direction: str, rpc_id: str,
                      text: Any) -> None:
         """Remember who got which answer, to recognise the same answer in another session."""
         if isinstance(text, str | bytes):
             self._answer_prints.setdefault((call_direction, rpc_id, hash(text)), {})[
                 session.id] = t
 
-    def _foreign_answer(self, t: float, row: MessageSeen, session: SessionState,
+    def foreign_answer(self, t: float, row: MessageSeen, session: SessionState,
                         direction: str, stream: StreamState | None) -> bool:
         """An answer this session never asked for that another session did: cross-delivery.
 
@@ -105,9 +164,9 @@ class SessionChecks(DetectorState):
         call_direction = opposite(direction)
         owner: int | None = None
         why = ""
-        waiting = self._open_ids.get((call_direction, rpc_id), {})
-        for other in self._sessions:  # in the order sessions began, as the flag names them
-            call = self._calls.get(waiting.get(other, -1)) if other != session.id else None
+        waiting = self.ctx.open_ids.get((call_direction, rpc_id), {})
+        for other in self.ctx.sessions:  # in the order sessions began, as the flag names them
+            call = self.ctx.calls.get(waiting.get(other, -1)) if other != session.id else None
             if call is not None:
                 owner, why = other, f"its {call.label} is waiting for it"
                 break
@@ -128,9 +187,9 @@ class SessionChecks(DetectorState):
     def _foreign_progress(self, t: float, row: MessageSeen, session: SessionState,
                           direction: str, stream: StreamState | None, token: str) -> None:
         """Progress with a token this session never issued but another session did."""
-        for other, call_id in self._open_tokens.get((opposite(direction), token), {}).items():
+        for other, call_id in self.ctx.open_tokens.get((opposite(direction), token), {}).items():
             if other != session.id:
-                call = self._calls.get(call_id)
+                call = self.ctx.calls.get(call_id)
                 label = f" for its {call.label}" if call is not None else ""
                 self._cross_session(t, row, session, other, stream,
                                     f"progress with token {token} of session #{other}{label}")
@@ -140,7 +199,7 @@ class SessionChecks(DetectorState):
                        stream: StreamState | None, what: str) -> None:
         where = f" on {stream.label()}" if stream is not None else ""
         pair = sorted((owner, session.id))
-        self._flag(
+        self.ctx.flag(
             CROSS_SESSION_DELIVERY, tuple(pair), t,
             f"session #{session.id} received {what}{where}: a message delivered to a session it "
             f"does not belong to, so one tenant sees another's data. Usual cause: a server or "

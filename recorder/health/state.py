@@ -1,8 +1,8 @@
-"""What the detectors remember: per-session, call, exchange and stream state, and helpers."""
+"""What the detectors remember: per-session, call, exchange and stream values, and helpers.
 
-# The state is shared by the detector modules (streams, reconnects, calls, sessions, security):
-# each is a mixin over `DetectorState`, which holds the bookkeeping and raises flags. Flags
-# fire once per (kind, subject); the subject names the finding the same way live and offline.
+The values shared by every concern live in `context.Context`; what one concern alone keeps
+(attempts, truncations, closes...) is declared here too and held by its detector.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from recorder.events import MessageSeen
-from recorder.health.config import KNOWN_TIMEOUTS, HealthConfig
-from recorder.health.registry import FLAG_KINDS
-from recorder.model import Flag
+from recorder.health.config import KNOWN_TIMEOUTS
 
 
 def secs(seconds: float) -> str:
@@ -286,100 +284,3 @@ def session_list(ids: Iterable[int]) -> str:
     if len(shown) > 6:
         shown = [*shown[:3], "...", *shown[-2:]]
     return ", ".join(shown)
-
-
-class DetectorState:
-    """The bookkeeping every detector reads, and the one place flags are raised."""
-
-    def __init__(self, config: HealthConfig | None = None) -> None:
-        self.config = config or HealthConfig()
-        self.now = 0.0
-        self._out: list[Flag] = []
-        self._fired: set[tuple[Any, ...]] = set()
-        self._sessions: dict[int, SessionState] = {}
-        self._exchanges: dict[int, ExchangeState] = {}
-        self._streams: dict[int, StreamState] = {}
-        # Open calls by call id. The pairing is recorder.correlate's (the call events); what
-        # is kept here is what only the checks need: deadlines, carriers, cancels, refusals.
-        self._calls: dict[int, CallState] = {}
-        # When each answered call got its (first) answer: a second one is a duplicate delivery.
-        self._answered_at: dict[int, float] = {}
-        # Open calls by (direction, request id) and (direction, progress token), then session:
-        # an answer or progress that matches nothing in its own session may match another's
-        # (cross-session delivery), which the correlator, per session, cannot see.
-        self._open_ids: dict[tuple[str, str], dict[int, int]] = {}
-        self._open_tokens: dict[tuple[str, str], dict[int, int]] = {}
-        self._attempts: dict[tuple[str, ...], Attempts] = {}
-        self._truncations: list[Truncation] = []
-        self._recoveries: dict[int, tuple[float, tuple[str, str], int | None]] = {}
-        self._reinitialized: dict[tuple[str, str], float] = {}
-        self._closes: deque[Close] = deque(maxlen=500)
-        self._idle_suspects: dict[tuple[str, ...], Suspect] = {}
-        self._challenged: set[str] = set()
-        self._mcp_paths: set[tuple[str, str]] = set()
-        self._lanes = 0
-        # (call direction, id, hash of the answer's text) -> session -> when it was delivered.
-        self._answer_prints: dict[tuple[str, str, int], dict[int, float]] = {}
-        self._init_loops: dict[tuple[str, ...], InitLoop] = {}
-        self._retry_after: dict[tuple[str, ...], RetryAfter] = {}
-        self._cancels: list[CallState] = []  # cancelled before the deadline, unresolved
-        # The last message that opened, answered or touched a call, until its call event
-        # (which follows it at once) says what it meant for the call.
-        self._held: Said | None = None
-
-    def _flag(self, kind: str, subject: tuple[Any, ...], t: float, message: str, *,
-              severity: str | None = None, session_id: int | None = None,
-              stream_id: int | None = None, message_id: int | None = None,
-              call_id: int | None = None, exchange_id: int | None = None,
-              **details: Any) -> bool:
-        key = (kind, *subject)
-        if key in self._fired:
-            return False
-        self._fired.add(key)
-        session = self._sessions.get(session_id) if session_id is not None else None
-        kept = {k: v for k, v in details.items() if v is not None}
-        # The subject names the finding the same way live and offline (ids are the capture's),
-        # so `ssetap check` can tell a finding it shares with the live run.
-        kept["subject"] = "/".join(str(part) for part in subject)
-        self._out.append(Flag(
-            kind=kind, severity=severity or FLAG_KINDS[kind], t=t, message=message,
-            session_key=session.key if session else None, stream_id=stream_id,
-            message_id=message_id, call_id=call_id, exchange_id=exchange_id,
-            details=kept, session_id=session_id,
-        ))
-        return True
-
-    def _session(self, session_id: int | None) -> SessionState | None:
-        if session_id is None:
-            return None
-        session = self._sessions.get(session_id)
-        if session is None:
-            session = self._sessions[session_id] = SessionState(session_id)
-        return session
-
-    def _new_lane(self) -> int:
-        self._lanes += 1
-        return self._lanes
-
-    def _open_call(self, call: CallState) -> None:
-        self._calls[call.call_id] = call
-        self._open_ids.setdefault((call.direction, call.rpc_id), {})[call.session] = call.call_id
-        if call.progress_token is not None:
-            self._open_tokens.setdefault((call.direction, call.progress_token), {})[
-                call.session] = call.call_id
-
-    def _close_call(self, call_id: int) -> CallState | None:
-        """The call is answered (or replaced by a reused id): forget it and its index entries."""
-        call = self._calls.pop(call_id, None)
-        if call is None:
-            return None
-        for index, value in ((self._open_ids, call.rpc_id),
-                             (self._open_tokens, call.progress_token)):
-            if value is None:
-                continue
-            owners = index.get((call.direction, value))
-            if owners is not None and owners.get(call.session) == call_id:
-                del owners[call.session]
-                if not owners:
-                    del index[(call.direction, value)]
-        return call

@@ -1,12 +1,31 @@
-"""Stream detectors: heartbeats, bursts, truncation, idle-timeout closes, event ids."""
+"""Stream detectors: heartbeats, bursts, truncation, idle-timeout closes, event ids.
+
+Design notes:
+- Silence is measured on `ChunkSeen` (bytes arrived) and on ticks, so a stream that goes
+  quiet is flagged while it is quiet. A heartbeat is a comment, an id or retry line, an empty
+  event or a server ping: its cadence, learned per stream, is the evidence a silence needs.
+- A burst is chunks closer together than `burst_window`; after a long silence it means held
+  back events, unless an answer to a request sent during the silence explains the wait.
+- Streams are lanes of event ids: a resume continues its stream's lane (context.py), and ids
+  must go on where the cursor was, never repeat, never come from another lane.
+"""
 
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from itertools import pairwise
 from typing import Any
 
-from recorder.events import ChunkSeen, SseSeen, StreamClosed, StreamOpened
+from recorder.events import (
+    CallAnswered,
+    ChunkSeen,
+    MessageSeen,
+    ResponseSeen,
+    SseSeen,
+    StreamClosed,
+)
+from recorder.health.context import Detector
 from recorder.health.registry import (
     BUFFERED_STREAM,
     HEARTBEAT_MISSING,
@@ -17,13 +36,13 @@ from recorder.health.registry import (
 from recorder.health.state import (
     Break,
     Close,
-    DetectorState,
     ExchangeState,
     SessionState,
     StreamState,
     Suspect,
     Truncation,
     numeric_suffix,
+    payload_of,
     secs,
     timeout_cause,
 )
@@ -33,13 +52,70 @@ IDLE_CAUSE = (". Usual cause: an idle or read timeout in a proxy, load balancer 
                "send heartbeats more often, or raise the timeout")
 _BUFFERING_PROXIES = ("nginx", "openresty")
 
-class StreamChecks(DetectorState):
+
+
+class StreamChecks(Detector):
     """Stream detectors: heartbeats, bursts, truncation, idle-timeout closes, event ids."""
+
+    HANDLES = {ResponseSeen: "_on_response", ChunkSeen: "_on_chunk", SseSeen: "_on_sse",
+               StreamClosed: "_on_stream_close", MessageSeen: "_on_message",
+               CallAnswered: "_on_call_answered"}
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._closes: deque[Close] = deque(maxlen=500)  # unexplained closes, to spot recurrence
+        self._truncations: list[Truncation] = []  # resumable streams cut with calls pending
+
+    def tick(self, t: float) -> None:
+        cfg = self.config
+        for stream in list(self.ctx.streams.values()):
+            if stream.burst_started is not None and t - stream.burst_last > cfg.burst_window:
+                self._end_burst(stream)
+            last = stream.last_byte if stream.last_byte is not None else stream.opened_at
+            self._check_heartbeat(stream, t, t - last)
+        if self._truncations:
+            due = [tr for tr in self._truncations if tr.due <= t]
+            self._truncations = [tr for tr in self._truncations if tr.due > t]
+            for tr in due:
+                call_ids = [c for c in tr.calls if c in self.ctx.calls]
+                session = self.ctx.sessions.get(tr.stream.session_id or -1)
+                resumed_at = session.resumed.get(tr.stream.lane) if session is not None else None
+                if resumed_at is not None and resumed_at >= tr.closed_at:
+                    continue  # the client resumed that stream: its answer may still come there
+                if call_ids:
+                    self._truncated_early(tr.stream, call_ids, tr.closed_at, tr.reason)
+
+    def _on_response(self, e: ResponseSeen) -> None:
+        ex = self.ctx.exchanges.get(e.id)
+        if ex is not None and ex.mcp and ex.sse and 200 <= e.status < 300:
+            self._check_stream_headers(e.t, ex, e.headers())
+
+    def _on_message(self, e: MessageSeen) -> None:
+        stream = self.ctx.streams.get(e.stream_id) if e.stream_id else None
+        if stream is None:
+            return
+        if e.kind == "request" and e.method == "ping" and e.rpc_id is not None:
+            self._heartbeat(stream, e.t)  # a server's ping keeps the stream alive too
+        elif e.kind == "notification" and e.method == "notifications/progress" \
+                and self._in_burst(stream, e.t):
+            payload = payload_of(e)
+            params = payload.get("params") if isinstance(payload, dict) else None
+            if isinstance(params, dict) and "progressToken" in params:
+                stream.burst_progress += 1
+
+    def _on_call_answered(self, e: CallAnswered) -> None:
+        said = self.ctx.said_for(e.response_message_id)
+        stream = said.stream if said is not None else None
+        call = self.ctx.calls.get(e.call_id)
+        if stream is not None and call is not None and stream.burst_started is not None \
+                and self._in_burst(stream, e.t) \
+                and call.sent_at >= stream.burst_started - stream.burst_silence:
+            stream.burst_explained = True  # the tool was working: the silence is explained
 
     def _check_stream_headers(self, t: float, ex: ExchangeState, headers: dict[str, str]) -> None:
         encoding = headers.get("content-encoding", "").strip().lower()
         if encoding and encoding != "identity":
-            self._flag(
+            self.ctx.flag(
                 BUFFERED_STREAM, ("encoding", ex.server, ex.path), t,
                 f"{ex.method} {ex.path} answers text/event-stream with Content-Encoding: "
                 f"{encoding}; compressors hold events back until their buffer fills. Usual "
@@ -50,7 +126,7 @@ class StreamChecks(DetectorState):
         via = f"{headers.get('server', '')} {headers.get('via', '')}".lower()
         accel = headers.get("x-accel-buffering", "").strip().lower()
         if any(p in via for p in _BUFFERING_PROXIES) and accel != "no":
-            self._flag(
+            self.ctx.flag(
                 BUFFERED_STREAM, ("proxy", ex.server, ex.path), t,
                 f"{ex.method} {ex.path} streams through nginx (Server/Via) without "
                 "X-Accel-Buffering: no; nginx buffers proxied responses by default, so events "
@@ -58,44 +134,11 @@ class StreamChecks(DetectorState):
                 session_id=ex.session_id, exchange_id=ex.id, stream_id=ex.stream_id,
             )
 
-    def _on_stream_open(self, e: StreamOpened) -> None:
-        t = e.opened_at
-        ex = self._exchanges.get(e.exchange_id)
-        session_id = e.session_id
-        if session_id is None and ex is not None:
-            session_id = ex.session_id
-        sent = e.last_event_id_sent
-        lane = 0
-        session = self._session(session_id)
-        if sent and session is not None and sent in session.event_ids:
-            lane = session.event_ids[sent][0]
-        stream = StreamState(
-            id=e.id, exchange_id=e.exchange_id, session_id=session_id,
-            method=e.method or (ex.method if ex else "GET"),
-            path=ex.path if ex else "?", role=e.role or "", opened_at=t,
-            last_event_id_sent=sent, lane=lane or self._new_lane(),
-        )
-        self._streams[stream.id] = stream
-        if lane and session is not None:
-            session.resumed[lane] = t
-        if ex is not None:
-            ex.stream_id = stream.id
-            for call_id in ex.calls:
-                call = self._calls.get(call_id)
-                if call is not None:
-                    call.stream_id = stream.id
-
-    def _stream_session(self, stream: StreamState, session_id: int | None) -> SessionState | None:
-        if stream.session_id is None and session_id is not None:
-            stream.session_id = session_id
-        return self._session(stream.session_id)
-
     def _on_chunk(self, e: ChunkSeen) -> None:
-        stream = self._streams.get(e.stream_id)
+        stream = self.ctx.streams.get(e.stream_id)
         if stream is None:
             return
         t = e.t
-        self._stream_session(stream, e.session_id)
         previous = stream.last_byte if stream.last_byte is not None else stream.opened_at
         silence = t - previous
         if stream.last_byte is not None:
@@ -121,11 +164,11 @@ class StreamChecks(DetectorState):
             stream.burst_heartbeats += 1
 
     def _on_sse(self, e: SseSeen) -> None:
-        stream = self._streams.get(e.stream_id)
+        stream = self.ctx.streams.get(e.stream_id)
         if stream is None:
             return
         t = e.t
-        session = self._stream_session(stream, e.session_id)
+        session = self.ctx.session(stream.session_id)
         kind = e.kind
         if kind in ("event", "comment") and self._in_burst(stream, t):
             stream.burst_items += 1
@@ -135,8 +178,6 @@ class StreamChecks(DetectorState):
             self._heartbeat(stream, t)
         elif kind == "incomplete":
             stream.incomplete = True
-        if kind == "event" and e.type == "endpoint" and session is not None:
-            session.fresh_legacy = True
         event_id = e.event_id
         if kind in ("event", "control") and event_id is not None:
             if event_id:
@@ -159,7 +200,7 @@ class StreamChecks(DetectorState):
             return
         lane, position = seen
         if lane != stream.lane:
-            self._flag(
+            self.ctx.flag(
                 RESUME_GAP, ("foreign", stream.id), t,
                 f"{stream.label()} delivered event id {event_id!r}, which had already gone out "
                 f"on another stream of the session; a server must replay only the resumed "
@@ -169,7 +210,7 @@ class StreamChecks(DetectorState):
         elif stream.role == "resume":
             cursor = session.event_ids.get(stream.last_event_id_sent or "")
             if cursor is not None and position <= cursor[1]:
-                self._flag(
+                self.ctx.flag(
                     RESUME_GAP, ("replayed", stream.id), t,
                     f"{stream.label()} resumed after {stream.last_event_id_sent!r} but replayed "
                     f"{event_id!r}, delivered before that cursor; the client sees it twice. "
@@ -191,7 +232,7 @@ class StreamChecks(DetectorState):
         assert last is not None
         if all(s == 1 for s in steps) and current > last + 1:
             missing = current - last - 1
-            self._flag(
+            self.ctx.flag(
                 RESUME_GAP, ("gap", stream.id), t,
                 f"{stream.label()} resumed after {stream.last_event_id_sent!r} with "
                 f"{event_id!r}: a gap of {missing} event{'s' if missing != 1 else ''} that were "
@@ -227,7 +268,7 @@ class StreamChecks(DetectorState):
                     f"{secs(lived)} so far (expected one every {secs(median)}): no heartbeat, "
                     f"at risk of idle timeouts{risk}. Usual cause: the server sends no "
                     "keep-alive comments (TypeScript SDK before 1.30, custom servers)")
-        self._flag(HEARTBEAT_MISSING, (stream.id,), t, text, session_id=stream.session_id,
+        self.ctx.flag(HEARTBEAT_MISSING, (stream.id,), t, text, session_id=stream.session_id,
                    stream_id=stream.id, exchange_id=stream.exchange_id,
                    silence=round(silence, 3), cadence=round(median, 3) if count else None,
                    limit=round(limit, 3))
@@ -258,7 +299,7 @@ class StreamChecks(DetectorState):
             extra.append(f"{stream.burst_heartbeats} heartbeats among them")
         if stream.burst_progress >= 2:
             extra.append(f"{stream.burst_progress} progress steps among them")
-        self._flag(
+        self.ctx.flag(
             BUFFERED_STREAM, ("burst", stream.id), started,
             f"{stream.burst_items} SSE events arrived together on {stream.label()} after "
             f"{secs(silence)} of silence{' (' + ', '.join(extra) + ')' if extra else ''}; "
@@ -269,25 +310,19 @@ class StreamChecks(DetectorState):
         )
 
     def _on_stream_close(self, e: StreamClosed) -> None:
-        stream = self._streams.pop(e.stream_id, None)
+        stream = self.ctx.streams.get(e.stream_id)
         if stream is None:
             return
         t = e.t
-        session = self._stream_session(stream, e.session_id)
+        session = self.ctx.session(stream.session_id)
         self._end_burst(stream)
         reason = e.close_reason or "end"
-        if e.retry_ms is not None:
-            stream.retry_ms = e.retry_ms
-        ex = self._exchanges.get(stream.exchange_id or -1)
-        if ex is not None:
-            ex.stream_reason = reason
-            ex.stream_retry_ms = stream.retry_ms
         if reason == "recorder-stop" or (session is not None and session.ending):
             return  # the recorder or the client ended it: nothing the network did
         how = {"client-disconnect": "by the client", "end": "normally by the server",
                "error": "with an error"}.get(reason, f"with an error ({reason})")
         if stream.incomplete and reason != "client-disconnect":
-            self._flag(
+            self.ctx.flag(
                 STREAM_TRUNCATED, (stream.id,), t,
                 f"{stream.label()} ended mid-event (closed {how}): the bytes of an unfinished "
                 "event were cut off and lost. Usual cause: the server or a proxy dropped the "
@@ -311,17 +346,17 @@ class StreamChecks(DetectorState):
                  how: str) -> list[int]:
         """Requests whose answers this stream was to carry and never did."""
         if stream.role == "post":
-            ex = self._exchanges.get(stream.exchange_id or -1)
+            ex = self.ctx.exchanges.get(stream.exchange_id or -1)
             keys = list(ex.calls) if ex is not None else [
-                k for k, c in self._calls.items() if c.stream_id == stream.id]
+                k for k, c in self.ctx.calls.items() if c.stream_id == stream.id]
         elif stream.role == "legacy" and session is not None and session.transport == "sse":
-            keys = [k for k, c in self._calls.items()
+            keys = [k for k, c in self.ctx.calls.items()
                     if c.session == session.id and c.direction == C2S]
         else:
             keys = []
         open_keys = []
         for key in keys:
-            call = self._calls.get(key)
+            call = self.ctx.calls.get(key)
             if call is None or call.cancelled_at is not None:
                 continue
             open_keys.append(key)
@@ -332,14 +367,14 @@ class StreamChecks(DetectorState):
 
     def _truncated_early(self, stream: StreamState, keys: list[int], t: float,
                          how: str) -> None:
-        calls = [self._calls[k] for k in keys if k in self._calls]
+        calls = [self.ctx.calls[k] for k in keys if k in self.ctx.calls]
         if not calls:
             return
         first = calls[0]
         more = f" and {len(calls) - 1} more" if len(calls) > 1 else ""
         resumable = " and no resumption delivered it" if stream.last_id else \
             " and it issued no event ids, so it cannot be resumed"
-        self._flag(
+        self.ctx.flag(
             STREAM_TRUNCATED, (stream.id,), t,
             f"{stream.label()} closed {how} {secs(t - stream.opened_at)} after it opened, "
             f"before the response to {first.label}{more}{resumable}. Usual cause: a proxy or "
@@ -383,14 +418,14 @@ class StreamChecks(DetectorState):
                 "session_id": stream.session_id, "stream_id": stream.id,
                 "exchange_id": stream.exchange_id, "idle": round(idle, 3),
                 "age": round(age, 3), "constant": constant}
-            ex = self._exchanges.get(stream.exchange_id or -1)
+            ex = self.ctx.exchanges.get(stream.exchange_id or -1)
             if reason == "client-disconnect" and stream.role != "post" and ex is not None:
                 # A client closing its own stream is usually ending its session; it was a
                 # timeout only if the client then reconnects.
-                self._idle_suspects[(*ex.client, ex.server, ex.path)] = Suspect(
+                self.ctx.idle_suspects[(*ex.client, ex.server, ex.path)] = Suspect(
                     stream.id, t, text, links, t + cfg.storm_short_lived)
                 return
-            self._flag(IDLE_TIMEOUT_CLOSE, (stream.id,), t, text + IDLE_CAUSE, **links)
+            self.ctx.flag(IDLE_TIMEOUT_CLOSE, (stream.id,), t, text + IDLE_CAUSE, **links)
             return
         # A value that recurs in the capture: network faults scatter, deadlines do not.
         self._recurring_close(stream, t, idle if idle_counts else None,
@@ -412,7 +447,7 @@ class StreamChecks(DetectorState):
                 continue
             measure = "after {} of silence" if is_idle else "{} after it opened"
             for other in [*matches, close]:
-                self._flag(
+                self.ctx.flag(
                     IDLE_TIMEOUT_CLOSE, (other.stream_id,), t,
                     f"{other.label} was closed {other.how} {measure.format(secs(other.value))}"
                     f"; {len(matches) + 1} streams in this capture closed at "
