@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
 from itertools import pairwise
-from typing import Any
 from urllib.parse import urlsplit
 
 from recorder.events import ExchangeEnded, MessageSeen, RequestSeen, ResponseSeen
-from recorder.health.context import Detector
+from recorder.health.context import Context, Detector
 from recorder.health.registry import IDLE_TIMEOUT_CLOSE, RATE_LIMITED, RECONNECT_STORM, RESUME_GAP
 from recorder.health.state import (
     Attempts,
@@ -37,8 +36,8 @@ class ReconnectChecks(Detector):
     HANDLES = {RequestSeen: "_on_request", ResponseSeen: "_on_response",
                ExchangeEnded: "_on_exchange_end", MessageSeen: "_on_message"}
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self._attempts: dict[tuple[str, ...], Attempts] = {}  # GET streams per client and URL
         self._init_loops: dict[tuple[str, ...], InitLoop] = {}  # initializes per client
         self._retry_after: dict[tuple[str, ...], RetryAfter] = {}  # waits asked per client

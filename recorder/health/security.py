@@ -7,10 +7,8 @@ or a path that carried MCP before).
 
 from __future__ import annotations
 
-from typing import Any
-
 from recorder.events import ExchangeEnded, ResponseSeen
-from recorder.health.context import Detector
+from recorder.health.context import Context, Detector
 from recorder.health.registry import (
     MISSING_AUTH,
     ORIGIN_ACCEPTED,
@@ -33,8 +31,8 @@ class SecurityChecks(Detector):
 
     HANDLES = {ResponseSeen: "_on_response", ExchangeEnded: "_on_exchange_end"}
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self._challenged: set[str] = set()  # servers that answered 401: they do ask for auth
 
     def _on_response(self, e: ResponseSeen) -> None:

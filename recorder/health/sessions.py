@@ -15,7 +15,7 @@ from typing import Any
 
 from recorder.correlate import opposite
 from recorder.events import CallOrphan, ExchangeEnded, MessageSeen
-from recorder.health.context import Detector
+from recorder.health.context import Context, Detector
 from recorder.health.registry import CROSS_SESSION_DELIVERY, REINIT_MISSING, SESSION_NOT_FOUND
 from recorder.health.state import (
     ExchangeState,
@@ -37,8 +37,8 @@ class SessionChecks(Detector):
     HANDLES = {MessageSeen: "_on_message", ExchangeEnded: "_on_exchange_end",
                CallOrphan: "_on_orphan"}
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         # Sessions answered "not found" that may still recover: id -> (when, client, exchange).
         self._recoveries: dict[int, tuple[float, tuple[str, str], int | None]] = {}
         # (call direction, id, hash of the answer's text) -> session -> when it was delivered.

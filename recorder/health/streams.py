@@ -25,7 +25,7 @@ from recorder.events import (
     SseSeen,
     StreamClosed,
 )
-from recorder.health.context import Detector
+from recorder.health.context import Context, Detector
 from recorder.health.registry import (
     BUFFERED_STREAM,
     HEARTBEAT_MISSING,
@@ -53,7 +53,6 @@ IDLE_CAUSE = (". Usual cause: an idle or read timeout in a proxy, load balancer 
 _BUFFERING_PROXIES = ("nginx", "openresty")
 
 
-
 class StreamChecks(Detector):
     """Stream detectors: heartbeats, bursts, truncation, idle-timeout closes, event ids."""
 
@@ -61,8 +60,8 @@ class StreamChecks(Detector):
                StreamClosed: "_on_stream_close", MessageSeen: "_on_message",
                CallAnswered: "_on_call_answered"}
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
         self._closes: deque[Close] = deque(maxlen=500)  # unexplained closes, to spot recurrence
         self._truncations: list[Truncation] = []  # resumable streams cut with calls pending
 
