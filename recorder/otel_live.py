@@ -76,6 +76,12 @@ class LiveSpans:
         self._finding(otel.flag_finding(row), row)
 
     def __call__(self, observation: Observation) -> None:
+        if not isinstance(observation, Observation):  # TEMPORARY: a recorder.events value
+            from recorder.legacy_observations import as_observations
+
+            for o in as_observations(observation):
+                self(o)
+            return
         kind, row = observation.kind, observation.row
         self.now = max(self.now, observation.t)
         if kind == "session":

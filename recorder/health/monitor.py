@@ -36,6 +36,10 @@ class HealthMonitor(CallChecks, ReconnectChecks, SecurityChecks):
         }
 
     def observe(self, observation: Observation) -> list[Flag]:
+        if not isinstance(observation, Observation):  # TEMPORARY: a recorder.events value
+            from recorder.legacy_observations import as_observations
+
+            return [f for o in as_observations(observation) for f in self.observe(o)]
         self._out = []
         t = observation.t
         self.now = max(self.now, t)
