@@ -1,8 +1,8 @@
 """`ssetap check`: re-run the stream-health checks over a stored capture and report.
 
 How it works: the capture's facts (sessions, exchanges, streams, chunks, SSE items and
-messages) are read back in time order and turned into the same `Observation`s the recorder
-emits live. Ticks are put in every `tick_interval` (0.5 s) of capture time, so silences are
+messages) are read back in time order and turned into the same typed events (recorder.events)
+the recorder emits live, the call events derived again by recorder.correlate. Ticks are put in every `tick_interval` (0.5 s) of capture time, so silences are
 judged as they were live. The result goes through the same `HealthMonitor`.
 
 Thresholds: the recorder stores the config its live checks used (meta `health_config`).
@@ -44,8 +44,8 @@ from recorder import gaps
 from recorder.model import SEVERITIES, Flag, severity_rank
 
 if TYPE_CHECKING:  # the heavy parts load when the command runs, not when `ssetap` starts
+    from recorder.events import Event
     from recorder.health import HealthConfig
-    from recorder.ingest import Observation
     from recorder.store import Capture
 
 SOURCE = "check"
@@ -67,102 +67,92 @@ class CheckResult:
     end: float | None
 
 
-# --- Rebuilding the observations ----------------------------------------------------------------
+# --- Rebuilding the events ---------------------------------------------------------------------
 
 
-def _exchange_obs(row: dict[str, Any]) -> Observation:
-    from recorder.ingest import Observation
+def _request(row: dict[str, Any]) -> Event:
+    from recorder.redact import session_param
+    from recorder.store import event_rows
 
-    keep = ("id", "flow_id", "method", "url", "path", "request_headers", "request_content_type",
-            "started_at", "client_addr", "mcp")
-    return Observation("exchange", row["started_at"], {k: row[k] for k in keep})
-
-
-def _response_obs(row: dict[str, Any]) -> Observation:
-    from recorder.ingest import Observation
-
-    keep = ("id", "status", "reason", "response_headers", "response_content_type", "response_at",
-            "streamed", "mcp", "session_id")
-    return Observation("response", row["response_at"], {k: row[k] for k in keep})
-
-
-def _exchange_end_obs(row: dict[str, Any]) -> Observation:
-    from recorder.ingest import Observation
-
-    # `response_body` (the head of a 400 answer) is only known offline.
-    keep = ("id", "ended_at", "error", "mcp", "session_id", "response_body")
-    return Observation("exchange-end", row["ended_at"], {k: row[k] for k in keep})
-
-
-def _stream_open_obs(row: dict[str, Any]) -> Observation:
-    from recorder.ingest import Observation
-
-    keep = ("id", "exchange_id", "session_id", "method", "role", "last_event_id_sent",
-            "opened_at", "content_encoding")
-    return Observation("stream-open", row["opened_at"], {k: row[k] for k in keep})
-
-
-def _stream_close_obs(row: dict[str, Any]) -> Observation:
-    from recorder.ingest import Observation
-
-    return Observation("stream-close", row["closed_at"], dict(row))
+    event = event_rows.request_seen(row)
+    # Live, a request knows its session only when it names it (the rest learn it later).
+    named = any(name.lower() == "mcp-session-id" for name, _ in event.request_headers) \
+        or session_param(event.url) is not None
+    return event if named else event._replace(session_id=None)
 
 
 def _tagged(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], SortKey],
-            make: Callable[[dict[str, Any]], Observation]) -> Iterator[tuple[SortKey, Observation]]:
+            make: Callable[[dict[str, Any]], Event]) -> Iterator[tuple[SortKey, Event]]:
     for row in rows:
         yield key(row), make(row)
 
 
-def observations(capture: Capture) -> Iterator[Observation]:
-    """Every fact of a capture as the recorder's observations, in time order (no ticks)."""
-    from recorder.ingest import Observation
+def events(capture: Capture) -> Iterator[Event]:
+    """Every fact of a capture as the recorder's events, in time order (no ticks).
 
-    def simple(kind: str, t_column: str) -> Callable[[dict[str, Any]], Observation]:
-        return lambda row: Observation(kind, row[t_column], row)
+    Call events are derived again by recorder.correlate from the messages, in this order,
+    with the call ids the recording gave them: the same pairing the live checks were shown.
+    """
+    from recorder.correlate import Correlator
+    from recorder.events import MessageSeen
+    from recorder.model import REQUEST, RpcMessage
+    from recorder.store import event_rows as er
+
+    def sessions() -> Iterator[tuple[SortKey, Event]]:
+        for row in capture.health_sessions():
+            yield (row["started_at"], _SESSION, row["id"], 0, 0, 0), er.session_opened(row)
+            learned = er.session_learned(row, row["started_at"])
+            if learned is not None:
+                yield (row["started_at"], _SESSION, row["id"], 1, 0, 0), learned
 
     sources = [
-        _tagged(capture.health_sessions(), lambda r: (r["started_at"], _SESSION, r["id"], 0, 0, 0),
-                simple("session", "started_at")),
+        sessions(),
         _tagged(capture.health_exchanges("started_at"),
-                lambda r: (r["started_at"], _EXCHANGE, r["id"], 0, 0, 0), _exchange_obs),
+                lambda r: (r["started_at"], _EXCHANGE, r["id"], 0, 0, 0), _request),
         _tagged(capture.health_messages(on_streams=False),
                 lambda r: (r["t"], _EXCHANGE, r["exchange_id"] or 0, 1, r["id"], 0),
-                simple("message", "t")),
+                er.message_seen),
         _tagged(capture.health_streams("opened_at"),
-                lambda r: (r["opened_at"], _STREAM_OPEN, r["id"], 0, 0, 0), _stream_open_obs),
+                lambda r: (r["opened_at"], _STREAM_OPEN, r["id"], 0, 0, 0), er.stream_opened),
         _tagged(capture.health_exchanges("response_at"),
-                lambda r: (r["response_at"], _RESPONSE, r["id"], 0, 0, 0), _response_obs),
+                lambda r: (r["response_at"], _RESPONSE, r["id"], 0, 0, 0), er.response_seen),
         _tagged(capture.health_chunks(),
-                lambda r: (r["t"], _STREAM, r["stream_id"], 0, r["id"], 0),
-                simple("chunk", "t")),
+                lambda r: (r["t"], _STREAM, r["stream_id"], 0, r["id"], 0), er.chunk_seen),
         _tagged(capture.health_sse_events(),
-                lambda r: (r["t"], _STREAM, r["stream_id"], 1, r["id"], 0),
-                simple("sse", "t")),
+                lambda r: (r["t"], _STREAM, r["stream_id"], 1, r["id"], 0), er.sse_seen),
         _tagged(capture.health_messages(on_streams=True),
                 lambda r: (r["t"], _STREAM, r["stream_id"] or 0, 1, r["sse_event_id"], 1),
-                simple("message", "t")),
+                er.message_seen),
         _tagged(capture.health_streams("closed_at"),
-                lambda r: (r["closed_at"], _STREAM_CLOSE, r["id"], 0, 0, 0), _stream_close_obs),
+                lambda r: (r["closed_at"], _STREAM_CLOSE, r["id"], 0, 0, 0), er.stream_closed),
         _tagged(capture.health_exchanges("ended_at"),
-                lambda r: (r["ended_at"], _EXCHANGE_END, r["id"], 0, 0, 0), _exchange_end_obs),
+                lambda r: (r["ended_at"], _EXCHANGE_END, r["id"], 0, 0, 0), er.exchange_ended),
     ]
-    for _, observation in heapq.merge(*sources, key=lambda item: item[0]):
-        yield observation
+    correlator = Correlator()
+    for _, event in heapq.merge(*sources, key=lambda item: item[0]):
+        yield event
+        if type(event) is MessageSeen and event.kind != "invalid":
+            message = RpcMessage(event.kind, event.method, event.rpc_id, event.payload,
+                                 event.batch_index, event.problem)
+            corr = correlator.observe(event.session_id, event.direction, message, event.t,
+                                      event.id, (event.call_id or 0)
+                                      if event.kind == REQUEST else 0)
+            if corr.event is not None:
+                yield corr.event
 
 
-def with_ticks(items: Iterable[Observation], interval: float) -> Iterator[Observation]:
-    """Put a tick every `interval` seconds of capture time between the observations."""
-    from recorder.ingest import Observation
+def with_ticks(items: Iterable[Event], interval: float) -> Iterator[Event]:
+    """Put a tick every `interval` seconds of capture time between the events."""
+    from recorder.events import Tick
 
     next_tick: float | None = None
-    for observation in items:
+    for event in items:
         if next_tick is None:
-            next_tick = observation.t + interval
-        while next_tick <= observation.t:
-            yield Observation("tick", next_tick, {})
+            next_tick = event.t + interval
+        while next_tick <= event.t:
+            yield Tick(next_tick)
             next_tick += interval
-        yield observation
+        yield event
 
 
 # --- Running ------------------------------------------------------------------------------------
@@ -223,9 +213,9 @@ def run_check(path: str | Path, config: HealthConfig | None = None, *,
         monitor = HealthMonitor(used, validate=validate_message)
         flags: list[Flag] = []
         end: float | None = None
-        for observation in with_ticks(observations(capture), used.tick_interval):
-            flags += monitor.observe(observation)
-            end = observation.t if end is None else max(end, observation.t)
+        for event in with_ticks(events(capture), used.tick_interval):
+            flags += monitor.observe(event)
+            end = event.t if end is None else max(end, event.t)
         if end is not None:
             flags += monitor.finish(end)
         # The recorder's own flags (capture gaps, an interrupted recording) are facts of the

@@ -3,8 +3,9 @@
 Design notes:
 - Input is a sequence of plain tuples (`RawEvent`), the same ones the addon ships from the
   proxy process: request, response headers, stream chunk, response end, error, tick. Output is
-  rows handed to a `Sink` (the store writer, in practice) and `Observation`s for observers
-  (stream-health checks). The clock is whatever time the events carry.
+  typed events (recorder.events) handed to the redaction stage, which stores them and returns
+  them redacted for the observers (stream-health checks, live spans). The clock is whatever
+  time the facts carry.
 - Sessions: Streamable HTTP groups by `Mcp-Session-Id`; the legacy transport by the session id
   in its endpoint URL (learned from the GET stream's `endpoint` event); sessionless traffic
   (stateless servers, the 2026-07-28 revision) by client host, user agent and server, a new
@@ -12,8 +13,9 @@ Design notes:
 - A POST whose session is not known yet (an `initialize`, or a stateless request) is held until
   its response headers say which session it belongs to; a POST that names its session is
   processed at once, because its answer may reach the legacy GET stream before its own 202.
-- Ingest works on values as they came; every row leaves through the redaction stage
-  (`recorder/redact_stage.py`), the one place where secrets are taken out of what is stored.
+- Ingest works on values as they came; every event leaves through the redaction stage
+  (`recorder/redact_stage.py`), the one place where secrets are taken out of what is stored
+  and shown.
 """
 
 from __future__ import annotations
@@ -25,21 +27,39 @@ from urllib.parse import urlsplit
 import orjson
 
 from recorder.correlate import Correlator
+from recorder.events import (
+    ChunkSeen,
+    ChunkStored,
+    Event,
+    ExchangeEnded,
+    InjectionMade,
+    MessageSeen,
+    RequestSeen,
+    ResponseSeen,
+    SessionJoined,
+    SessionLearned,
+    SessionOpened,
+    SessionSeen,
+    SseSeen,
+    StreamClosed,
+    StreamCounters,
+    StreamOpened,
+    Tick,
+)
 from recorder.gaps import WORKER_DIED, CaptureGap
 from recorder.ingest_state import (
     MAX_STORED_BODY,
     FlowState,
-    Observation,
     Observer,
     SessionState,
     Sink,
     StreamState,
     cap,
     decoded,
-    headers_json,
     lower_headers,
 )
 from recorder.jsonrpc import decode
+from recorder.legacy_observations import Observation  # noqa: F401  (temporary: recorder.health)
 from recorder.model import (
     C2S,
     INVALID,
@@ -52,16 +72,14 @@ from recorder.model import (
     SseControl,
     SseEvent,
     SseIncomplete,
-    SseOversize,
 )
 from recorder.redact import Redactor, session_param
 from recorder.redact_stage import RedactionStage
 from recorder.sse import SseParser
-from recorder.store import event_rows
 from recorder.wire import GAP, INJECTION, RESUME, Fact
 
 # The names other modules import from here (the state values live in recorder.ingest_state).
-__all__ = ["MAX_STORED_BODY", "Ingest", "Observation", "Observer", "RawEvent", "Sink"]
+__all__ = ["MAX_STORED_BODY", "Ingest", "Observer", "RawEvent", "Sink"]
 
 # A raw fact from the proxy: the tuples that recorder.wire names and describes.
 RawEvent = Fact
@@ -126,17 +144,13 @@ class Ingest:
             return
         flow = self.flows.get(flow_id)
         detail = injection.get("detail")
-        row = {
-            "id": self.sink.next_id("injections"),
-            "session_id": flow.session.id if flow and flow.session else None,
-            "exchange_id": flow.exchange_id if flow else None,
-            "stream_id": flow.stream.id if flow and flow.stream else None,
-            "t": t, "spec": str(injection.get("spec")), "kind": str(injection.get("kind")),
-            "action": str(injection.get("action")),
-            "detail": orjson.dumps(detail).decode() if detail else None,
-        }
-        self.sink.insert("injections", row)
-        self._emit("injection", t, row)
+        self._record(InjectionMade(
+            self.sink.next_id("injections"),
+            flow.session.id if flow and flow.session else None,
+            flow.exchange_id if flow else None,
+            flow.stream.id if flow and flow.stream else None,
+            t, str(injection.get("spec")), str(injection.get("kind")),
+            str(injection.get("action")), orjson.dumps(detail).decode() if detail else None))
 
     def tick(self, t: float) -> None:
         self.now = max(self.now, t)
@@ -145,7 +159,7 @@ class Ingest:
         if t - self._last_flush >= self._update_interval:
             self._flush_state()
             self._last_flush = t
-        self._emit("tick", t, {})
+        self._record(Tick(t))
 
     def close(self, t: float) -> None:
         """End of recording: close what is still open, as the recorder saw it."""
@@ -156,9 +170,11 @@ class Ingest:
 
     # Observers ----------------------------------------------------------------------------
 
-    def _emit(self, kind: str, t: float, row: dict[str, Any]) -> None:
+    def _record(self, event: Event) -> None:
+        """Store an event (through the redaction stage) and show it, redacted, to observers."""
+        stored = self.sink.record(event)
         for observer in self.observers:
-            observer(Observation(kind, t, row))
+            observer(stored)
 
     # Sessions ----------------------------------------------------------------------------
 
@@ -170,13 +186,8 @@ class Ingest:
             t = min(t, flow.started_at)
             session = SessionState(self.sink.next_id("sessions"), key, transport, t)
             self.sessions[key] = session
-            row = {
-                "id": session.id, "key": key, "transport": transport, "server": flow.server,
-                "endpoint": flow.path, "started_at": t, "ended_at": t,
-                "client_addr": flow.client_addr, "user_agent": flow.user_agent or None,
-            }
-            self.sink.insert("sessions", row)
-            self._emit("session", t, row)
+            self._record(SessionOpened(session.id, key, transport, flow.server, flow.path, t, t,
+                                       flow.client_addr, flow.user_agent or None))
         return session
 
     def _touch(self, session: SessionState | None, t: float) -> None:
@@ -209,11 +220,12 @@ class Ingest:
         if session is not None:
             self._attach(flow, session, t)
 
-    def _attach(self, flow: FlowState, session: SessionState, t: float) -> None:
+    def _attach(self, flow: FlowState, session: SessionState, t: float, *,
+                stream_role: str | None = None) -> None:
         flow.session = session
-        self.sink.update("exchanges", flow.exchange_id, {"session_id": session.id})
-        if flow.stream is not None:
-            self.sink.update("streams", flow.stream.id, {"session_id": session.id})
+        self._record(SessionJoined(t, session.id, flow.exchange_id,
+                                   flow.stream.id if flow.stream is not None else None,
+                                   stream_role if flow.stream is not None else None))
         self._touch(session, t)
 
     # Requests -----------------------------------------------------------------------------
@@ -240,25 +252,19 @@ class Ingest:
             or "mcp-method" in lower or session_param(url)
             or (method == "GET" and "text/event-stream" in accept)
         )
-        row = {
-            "id": flow.exchange_id, "flow_id": flow_id, "method": method, "url": flow.url,
-            "path": flow.path, "request_headers": headers_json(headers),
-            "request_body": cap(body) if body else None,
-            "request_content_type": lower.get("content-type"), "started_at": t,
-            "client_addr": client_addr, "mcp": int(flow.mcp),
-            "request_size": body_size if body_size is not None else (len(body) if body else 0),
-        }
-        self.sink.insert("exchanges", row)
-        self._emit("exchange", t, row)
-
+        # A request that names its session belongs to it from the start.
         session_header = lower.get("mcp-session-id")
-        legacy_id = session_param(url)
+        legacy_id = session_param(url) if not session_header else None
         if session_header:
-            key = "sid:" + session_header
-            self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)
+            flow.session = self._session("sid:" + session_header, STREAMABLE_HTTP, flow, t)
         elif legacy_id:
-            key = "legacy:" + legacy_id
-            self._attach(flow, self._session(key, SSE, flow, t), t)
+            flow.session = self._session("legacy:" + legacy_id, SSE, flow, t)
+        self._record(RequestSeen(
+            flow.exchange_id, flow_id, method, flow.url, flow.path, tuple(headers),
+            cap(body) if body else None, lower.get("content-type"), t, client_addr, flow.mcp,
+            body_size if body_size is not None else (len(body) if body else 0),
+            flow.session.id if flow.session is not None else None))
+        self._touch(flow.session, t)
         if messages:
             if flow.session is not None:
                 self._messages(flow, messages, C2S, t, stream=None, sse_event_id=None)
@@ -284,19 +290,11 @@ class Ingest:
         session_header = lower.get("mcp-session-id")
         if session_header:
             flow.mcp = True
-        row = {
-            "id": flow.exchange_id, "status": status, "reason": reason,
-            "response_headers": headers_json(headers),
-            "response_content_type": ctype or None, "response_at": t, "streamed": int(streamed),
-            "mcp": int(flow.mcp),
-        }
-        changes = {k: v for k, v in row.items() if k != "id"}
-        self.sink.update("exchanges", flow.exchange_id, changes)
-        row.update(changes)  # as stored (redacted), for the observers
         if flow.session is None and session_header and 200 <= status < 300:
             key = "sid:" + session_header
             self._attach(flow, self._session(key, STREAMABLE_HTTP, flow, t), t)
         is_sse = ctype.split(";")[0].strip().lower() == "text/event-stream"
+        mcp = flow.mcp  # as the headers told; an SSE stream also marks the flow MCP below
         if flow.session is None and flow.mcp and flow.method in ("GET", "DELETE") and not (
                 is_sse and 200 <= status < 300):
             self._join_anon_session(flow, t)
@@ -310,15 +308,13 @@ class Ingest:
                 stream.decoder = zlib.decompressobj(wbits=47 if encoding != "deflate" else 15)
             flow.stream = stream
             flow.mcp = True
-            srow = {
-                "id": stream.id, "exchange_id": flow.exchange_id,
-                "session_id": flow.session.id if flow.session else None, "method": flow.method,
-                "role": role, "last_event_id_sent": flow.headers.get("last-event-id"),
-                "opened_at": t, "content_encoding": lower.get("content-encoding"),
-            }
-            self.sink.insert("streams", srow)
-            self._emit("stream-open", t, srow)
-        self._emit("response", t, {**row, "session_id": flow.session.id if flow.session else None})
+            self._record(StreamOpened(stream.id, flow.exchange_id,
+                                      flow.session.id if flow.session else None, flow.method,
+                                      role, flow.headers.get("last-event-id"), t,
+                                      lower.get("content-encoding")))
+        self._record(ResponseSeen(flow.exchange_id, t, status, reason, tuple(headers),
+                                  ctype or None, bool(streamed), mcp,
+                                  flow.session.id if flow.session else None))
         if flow.deferred and (flow.session is not None or flow.method == "POST"):
             self._release_deferred(flow, t)
 
@@ -353,8 +349,10 @@ class Ingest:
         stream.chunks += 1
         stream.byte_count += len(data)
         stream.dirty = True
-        self._emit("chunk", t, {"stream_id": stream.id, "seq": seq, "t": t, "size": len(data),
-                                "session_id": flow.session.id if flow.session else None})
+        chunk_seen = ChunkSeen(t, stream.id, flow.session.id if flow.session else None, seq,
+                               len(data))
+        for observer in self.observers:
+            observer(chunk_seen)  # no secret in it: not through the stage, nothing to store
         parsed = data
         if stream.decoder is not None:
             try:
@@ -475,58 +473,52 @@ class Ingest:
             stream.stored_offset += len(data)
 
     def _write_chunk(self, stream: StreamState, offset: int, t: float, data: bytes) -> None:
-        self.sink.insert("chunks", {
-            "id": self.sink.next_id("chunks"), "stream_id": stream.id,
-            "seq": stream.written, "t": t, "offset": offset,
-            "data": data,
-        })
+        # Stored, not shown: observers had the chunk's ChunkSeen; the stage may hold it back.
+        self.sink.record(ChunkStored(self.sink.next_id("chunks"), stream.id, stream.written, t,
+                                     offset, data))
         stream.written += 1
 
     def _items(self, flow: FlowState, stream: StreamState, items: list[Any], t: float) -> None:
-        session_id = flow.session.id if flow.session else None
+        next_id = self.sink.next_id
         for item in items:
-            event_row: dict[str, Any] = {
-                "id": self.sink.next_id("sse_events"), "stream_id": stream.id,
-                "session_id": session_id, "t": t, "start": item.start, "end": item.end,
-            }
-            if isinstance(item, SseEvent):
+            session_id = flow.session.id if flow.session else None
+            if type(item) is SseEvent:
                 stream.events += 1
                 if item.retry is not None:
                     stream.retry_ms = item.retry
                 data = item.data
                 if item.type == "endpoint" and flow.session is None:
                     self._legacy_endpoint(flow, data, t)
-                    session_id = event_row["session_id"] = flow.session.id if flow.session else None
-                stored = data
-                event_row.update(kind="event", type=item.type,
-                                 data=stored if len(stored) <= MAX_STORED_BODY else None,
-                                 event_id=item.id, last_event_id=item.last_event_id,
-                                 retry=item.retry)
-                self.sink.insert("sse_events", event_row)
-                self._emit("sse", t, event_row)
+                    session_id = flow.session.id if flow.session else None
+                event_id = next_id("sse_events")
+                self._record(SseSeen(event_id, stream.id, session_id, t, "event", item.type,
+                                     data if len(data) <= MAX_STORED_BODY else None, item.id,
+                                     item.last_event_id, item.retry, item.start, item.end))
                 if item.type == "message" and data:
                     messages = decode(data)
                     if messages:
                         if flow.session is None:
                             self._attach(flow, self._anon_session(flow, t, None), t)
                         self._messages(flow, messages, S2C, t, stream=stream,
-                                       sse_event_id=event_row["id"], text=stored)
+                                       sse_event_id=event_id, text=data)
                 continue
             if isinstance(item, SseComment):
                 stream.comments += 1
-                event_row.update(kind="comment", data=item.text)
+                sse = SseSeen(next_id("sse_events"), stream.id, session_id, t, "comment", None,
+                              item.text, None, None, None, item.start, item.end)
             elif isinstance(item, SseControl):
                 if item.retry is not None:
                     stream.retry_ms = item.retry
-                event_row.update(kind="control", event_id=item.id,
-                                 last_event_id=item.last_event_id, retry=item.retry)
-            elif isinstance(item, SseIncomplete):
-                stream.truncated = True
-                event_row.update(kind="incomplete")
-            elif isinstance(item, SseOversize):
-                event_row.update(kind="oversize")
-            self.sink.insert("sse_events", event_row)
-            self._emit("sse", t, event_row)
+                sse = SseSeen(next_id("sse_events"), stream.id, session_id, t, "control", None,
+                              None, item.id, item.last_event_id, item.retry, item.start,
+                              item.end)
+            else:
+                if isinstance(item, SseIncomplete):
+                    stream.truncated = True
+                sse = SseSeen(next_id("sse_events"), stream.id, session_id, t,
+                              "incomplete" if isinstance(item, SseIncomplete) else "oversize",
+                              None, None, None, None, None, item.start, item.end)
+            self._record(sse)
 
     def _legacy_endpoint(self, flow: FlowState, data: str, t: float) -> None:
         legacy_id = session_param(data)
@@ -537,8 +529,7 @@ class Ingest:
             # An endpoint without a session id in it: one session per GET stream.
             self._anon_count += 1
             session = self._session(f"legacy-stream:{self._anon_count}", SSE, flow, t)
-        self._attach(flow, session, t)
-        self.sink.update("streams", flow.stream.id if flow.stream else 0, {"role": "legacy"})
+        self._attach(flow, session, t, stream_role="legacy")
 
     def _response_end(self, flow_id: str, t: float, body: bytes | None) -> None:
         flow = self.flows.get(flow_id)
@@ -560,20 +551,17 @@ class Ingest:
                         else:
                             self._attach(flow, self._anon_session(flow, answered, None), answered)
                     self._messages(flow, messages, S2C, answered, stream=None, sse_event_id=None)
-            if not flow.response_gap:
-                self.sink.update("exchanges", flow.exchange_id,
-                                 {"response_body": cap(body)})
-        if flow.response_size or body:
-            self.sink.update("exchanges", flow.exchange_id,
-                             {"response_size": flow.response_size or len(body or b"")})
-        self._finish(flow_id, t, error=None, reason="end")
+        stored = cap(body) if body and flow.stream is None and not flow.response_gap else None
+        self._finish(flow_id, t, error=None, reason="end", response_body=stored,
+                     response_size=flow.response_size or len(body or b""))
 
     def _error(self, flow_id: str, t: float, message: str) -> None:
         lower = message.lower()
         reason = "client-disconnect" if "client disconnected" in lower else "error"
         self._finish(flow_id, t, error=message, reason=reason)
 
-    def _finish(self, flow_id: str, t: float, *, error: str | None, reason: str) -> None:
+    def _finish(self, flow_id: str, t: float, *, error: str | None, reason: str,
+                response_body: bytes | None = None, response_size: int = 0) -> None:
         flow = self.flows.pop(flow_id, None)
         if flow is None:
             return
@@ -587,35 +575,28 @@ class Ingest:
             else:
                 self._items(flow, stream, stream.parser.feed(b""), t)
             self._record_pending_gap(stream)
-            changes = self._stream_counters(stream)
-            changes.update(closed_at=t, close_reason=reason)
-            self.sink.update("streams", stream.id, changes)
-            self._emit("stream-close", t, {"id": stream.id, **changes,
-                                           "session_id": flow.session.id if flow.session else None})
-        changes = {"ended_at": t, "error": error, "mcp": int(flow.mcp)}
-        self.sink.update("exchanges", flow.exchange_id, changes)
-        self._emit("exchange-end", t, {"id": flow.exchange_id, **changes,
-                                       "session_id": flow.session.id if flow.session else None})
+            self._record(StreamClosed(t, stream.id, flow.session.id if flow.session else None,
+                                      reason, self._stream_counters(stream, t)))
+        self._record(ExchangeEnded(flow.exchange_id, t, error, flow.mcp,
+                                   flow.session.id if flow.session else None, response_body,
+                                   response_size))
         self._touch(flow.session, t)
 
     @staticmethod
-    def _stream_counters(stream: StreamState) -> dict[str, Any]:
+    def _stream_counters(stream: StreamState, t: float) -> StreamCounters:
         stream.dirty = False
-        return {
-            "bytes": stream.byte_count, "chunks": stream.chunks, "events": stream.events,
-            "comments": stream.comments, "max_gap_ms": round(stream.max_gap_ms, 3),
-            "truncated": int(stream.truncated), "retry_ms": stream.retry_ms,
-            "first_byte_at": stream.first_byte_at,
-        }
+        return StreamCounters(t, stream.id, stream.byte_count, stream.chunks, stream.events,
+                              stream.comments, stream.max_gap_ms, stream.truncated,
+                              stream.retry_ms, stream.first_byte_at)
 
     def _flush_state(self) -> None:
         for flow in self.flows.values():
             if flow.stream is not None and flow.stream.dirty:
-                self.sink.update("streams", flow.stream.id, self._stream_counters(flow.stream))
+                self._record(self._stream_counters(flow.stream, self.now))
         for session in self.sessions.values():
             if session.dirty:
                 session.dirty = False
-                self.sink.update("sessions", session.id, {"ended_at": session.last_seen})
+                self._record(SessionSeen(session.last_seen, session.id))
 
     # Messages -------------------------------------------------------------------------------
 
@@ -634,20 +615,16 @@ class Ingest:
         for message in messages:
             message_id = self.sink.next_id("messages")
             call_id = None
+            call_event = None
             if message.kind != INVALID:
                 corr = self.correlator.observe(session.id, direction, message, t, message_id,
                                                self.sink.next_id("calls")
                                                if message.kind == REQUEST else 0)
-                call = corr.call
-                if call is not None:
-                    call_id = call.call_id
-                    for op in event_rows.operations(corr.event) if corr.event else ():
-                        if op[0] == "i":
-                            self.sink.insert(op[1], dict(zip(op[2], op[3], strict=True)))
-                        else:
-                            self.sink.update(op[1], op[2], op[3])
+                call_event = corr.event
+                if corr.call is not None:
+                    call_id = corr.call.call_id
                 if message.kind == REQUEST or message.kind == RESULT:
-                    self._session_facts(session, message, direction)
+                    self._session_facts(session, message, direction, t)
             payload = message.payload
             problem = message.problem
             text_json = None if payload is None else (
@@ -658,21 +635,16 @@ class Ingest:
                 problem = (f"JSON not stored: {len(text_json):,} characters, over the "
                            f"{MAX_STORED_BODY:,} cap")
                 text_json = None
-            row = {
-                "id": message_id, "session_id": session.id, "exchange_id": flow.exchange_id,
-                "stream_id": stream.id if stream else None, "sse_event_id": sse_event_id,
-                "t": t, "direction": direction, "kind": message.kind, "rpc_id": message.id_key,
-                "method": message.method, "batch_index": message.batch_index,
-                "json": text_json, "problem": problem, "call_id": call_id,
-            }
-            self.sink.insert("messages", row)
-            self._emit("message", t, row)
-            if call_id is not None:
-                self._emit("call", t, {"id": call_id, "message_id": message_id,
-                                       "session_id": session.id, "kind": message.kind,
-                                       "method": message.method, "direction": direction})
+            self._record(MessageSeen(
+                message_id, session.id, flow.exchange_id, stream.id if stream else None,
+                sse_event_id, t, direction, message.kind, message.id_key, message.method,
+                message.batch_index, text_json, problem, call_id, payload))
+            if call_event is not None:
+                # Stored after the message it names (calls reference their messages).
+                self._record(call_event)
 
-    def _session_facts(self, session: SessionState, message: Any, direction: str) -> None:
+    def _session_facts(self, session: SessionState, message: Any, direction: str,
+                       t: float) -> None:
         """Client, server and protocol version from the handshake (both generations)."""
         payload = message.payload
         if not isinstance(payload, dict):
@@ -721,5 +693,4 @@ class Ingest:
                 changes["protocol_version"] = result["protocolVersion"]
                 session.initialized = True
         if changes:
-            self.sink.update("sessions", session.id, changes)
-            self._emit("session", self.now, {"id": session.id, **changes})
+            self._record(SessionLearned(t, session.id, **changes))

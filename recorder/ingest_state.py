@@ -1,4 +1,4 @@
-"""What ingest keeps while it turns the proxy's facts into rows: its sink, observations, and the
+"""What ingest keeps while it turns the proxy's facts into events: its sink, observers, and the
 per-session, per-flow and per-stream state, with the small value helpers it applies to them.
 
 Kept apart from recorder/ingest.py (the transitions) so that module holds one concern.
@@ -11,8 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
+from recorder.events import Event
 from recorder.gaps import CaptureGap
 from recorder.sse import SseParser
 
@@ -21,26 +20,18 @@ MAX_STORED_BODY = 64 * 1024 * 1024
 
 
 class Sink(Protocol):
+    """Where ingest's events go: the redaction stage in front of the store writer."""
+
     def next_id(self, table: str) -> int: ...
-    def insert(self, table: str, row: dict[str, Any]) -> None: ...
-    def update(self, table: str, row_id: int, changes: dict[str, Any]) -> None: ...
+    def record(self, event: Event) -> Event: ...
     def record_gap(self, gap: CaptureGap) -> None: ...
+    def flush_stream(self, stream_id: int) -> None: ...
+    def flush_quiet(self, now: float, older_than: float) -> None: ...
+    def flush_all(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One fact, in time order, for observers (the same shape live and from a stored capture).
-
-    `kind` is one of: session, exchange, response, exchange-end, stream-open, chunk, sse,
-    stream-close, message, call, tick. `row` holds the columns of the matching table.
-    """
-
-    kind: str
-    t: float
-    row: dict[str, Any]
-
-
-Observer = Callable[[Observation], None]
+# Observers see each event as stored (redacted), in time order: recorder.events.
+Observer = Callable[[Event], None]
 
 
 @dataclass(slots=True)
@@ -105,10 +96,6 @@ class FlowState:
 
 def lower_headers(headers: list[tuple[str, str]]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers}
-
-
-def headers_json(headers: list[tuple[str, str]]) -> str:
-    return orjson.dumps([list(h) for h in headers]).decode()
 
 
 def decoded(body: bytes, encoding: str) -> bytes:

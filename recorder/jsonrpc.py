@@ -54,9 +54,7 @@ def decode(payload: bytes | str) -> list[RpcMessage]:
     Empty or whitespace-only payloads give no message; undecodable ones give one INVALID
     message whose `problem` says why.
     """
-    if isinstance(payload, str):
-        payload = payload.encode()
-    if not payload.strip():
+    if not payload or payload.isspace():
         return []
     try:
         obj = orjson.loads(payload)

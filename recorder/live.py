@@ -21,6 +21,18 @@ from typing import Any, TextIO
 
 import orjson
 
+from recorder.events import (
+    ChunkSeen,
+    Event,
+    ExchangeEnded,
+    InjectionMade,
+    RequestSeen,
+    ResponseSeen,
+    SseSeen,
+    StreamClosed,
+    StreamOpened,
+    Tick,
+)
 from recorder.faults import mark_injected
 from recorder.health import (
     HealthConfig,
@@ -29,7 +41,7 @@ from recorder.health import (
     config_from_mapping,
 )
 from recorder.health.spec.schema import validate_message
-from recorder.ingest import Observation, Observer
+from recorder.ingest import Observer
 from recorder.model import Flag
 from recorder.store import StoreWriter
 
@@ -37,8 +49,8 @@ META_KEY = "health_config"
 
 # Facts whose time is when the proxy saw them: how far behind they are processed is the
 # recording process's backlog.
-_TIMED_FACTS = frozenset({"exchange", "response", "stream-open", "chunk", "sse",
-                          "stream-close", "exchange-end"})
+_TIMED_FACTS = frozenset({RequestSeen, ResponseSeen, StreamOpened, ChunkSeen, SseSeen,
+                          StreamClosed, ExchangeEnded})
 
 
 def load_config(config_json: str, *, base: HealthConfig | None = None) -> HealthConfig:
@@ -111,22 +123,23 @@ class LiveChecks:
         # `record --fault`: what was injected, by session, to mark the flags it causes.
         self._injections: dict[int | None, list[dict[str, Any]]] = {}
 
-    def __call__(self, observation: Observation) -> None:
+    def __call__(self, event: Event) -> None:
         if self.broken:
             return
-        if observation.kind == "injection":
-            row = observation.row
+        kind = type(event)
+        if kind is InjectionMade:
+            row = dict(zip(InjectionMade._fields, event, strict=True))
             self._injections.setdefault(row["session_id"], []).append(row)
             return
-        if observation.kind == "tick":
-            backlog = max(0.0, self._lag - (observation.t - self._lag_at))
+        if kind is Tick:
+            backlog = max(0.0, self._lag - (event.t - self._lag_at))
             if backlog:
-                observation = Observation("tick", observation.t - backlog, observation.row)
-        elif observation.kind in _TIMED_FACTS:
+                event = Tick(event.t - backlog)
+        elif kind in _TIMED_FACTS:
             now = self.clock()
-            self._lag, self._lag_at = max(0.0, now - observation.t), now
+            self._lag, self._lag_at = max(0.0, now - event.t), now
         try:
-            flags = self.monitor.observe(observation)
+            flags = self.monitor.observe(event)
         except Exception as exc:
             self.broken = True
             print(f"ssetap: error: live checks stopped ({type(exc).__name__}: {exc}); recording "

@@ -1,13 +1,14 @@
 """Value types shared by the recorder's pure cores, the store, the TUI and replay.
 
-Frozen, slotted dataclasses and the string constants that are part of ssetap's interface
-(transports, directions, message kinds, call outcomes, flag severities). Standard library only.
+Frozen values (slotted dataclasses; a NamedTuple where one is built per message) and the string
+constants that are part of ssetap's interface (transports, directions, message kinds, call
+outcomes, flag severities). Standard library only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 # Transports, as reported by `ssetap sessions --json`.
 SSE: Final = "sse"
@@ -105,9 +106,9 @@ SseItem = SseEvent | SseComment | SseControl | SseIncomplete | SseOversize
 # --- JSON-RPC (output of recorder.jsonrpc) ----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RpcMessage:
-    """One decoded JSON-RPC message.
+class RpcMessage(NamedTuple):
+    """One decoded JSON-RPC message (a NamedTuple: made for every message on the worker's
+    hottest path, where a frozen dataclass costs several times a tuple to build).
 
     `id_key` is the id with its JSON type kept (`1` and `"1"` differ): the id's orjson encoding,
     or None when the message has no id. `payload` is the decoded object (None when invalid).

@@ -244,7 +244,7 @@ ENV_VAR = "SSETAP_OTLP"
 
 
 class LivePush:
-    """Observations in (recorder.otel_live), spans pushed (OtlpPusher), counts stored at close."""
+    """Events in (recorder.otel_live), spans pushed (OtlpPusher), counts stored at close."""
 
     def __init__(self, options: PushOptions) -> None:
         from recorder.otel_live import LiveSpans

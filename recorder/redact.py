@@ -73,6 +73,11 @@ class Redactor:
     def raw(self) -> bool:
         return self.key is None
 
+    @property
+    def learned(self) -> bool:
+        """Whether any secret was learned yet (until then, scrubbing changes nothing)."""
+        return self._pattern is not None
+
     # Pseudonyms ---------------------------------------------------------------------------
 
     def _digest(self, value: str, kind: str, length: int = 32) -> bytes:

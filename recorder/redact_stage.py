@@ -1,12 +1,13 @@
-"""Redaction as one stage: a sink in front of the store's sink that redacts every row on its way.
+"""Redaction as one stage: in front of the store, it redacts every event and row on its way.
 
 Design notes:
-- Ingest works on the values as they came (session grouping, correlation and the live checks need
-  them) and hands rows to its sink. This stage sits between ingest and the store (the worker puts
-  the stage in front of the writer, for ingest and for the observers' flags alike), so every
-  value that reaches a capture passes one place. A column this module does not know is still
-  scrubbed of every secret learned so far: a new place a secret can appear is covered by
-  construction, not by another call in the parser.
+- Ingest works on the values as they came (session grouping and correlation need them) and
+  hands its typed events (recorder.events) to `record`, which returns each one redacted: that
+  is what the store writes and what the observers (the live checks, a live exporter) are shown.
+  Offline tools (`ssetap redact`, exports, the live checks' flags) hand rows to `insert`. So
+  every value that reaches a capture or an observer passes one place. A field or column this
+  module does not know is still scrubbed of every secret learned so far: a new place a secret
+  can appear is covered by construction, not by another call in the parser.
 - Within one row, values that teach secrets (URL, headers) are redacted before values that are
   scrubbed of them (bodies), so a token sent in `Authorization` is gone from the same request's
   body as well.
@@ -15,9 +16,10 @@ Design notes:
   across two chunks is scrubbed in the joined bytes and each part stored at its own offset.
 - Redact paths (`--redact-path`) replace chosen JSON values of MCP messages wherever the message
   is stored: its row, the request body it came in, the SSE event that carried it.
-- Rows are redacted in place: an observer shown a row after it was stored (the live checks,
-  a live exporter) sees what the capture holds, never the secret. Ingest's own state (session
-  lookups, correlation) keeps the values as they came.
+- Events are immutable: a redacted event is a new value (only when something changed; with
+  nothing learned yet, the same event passes through). A message's decoded `payload` is
+  decoded again from its redacted text when redaction changed it, so observers never see a
+  secret the capture does not hold. Rows (the offline path) are redacted in place.
 - The stage is also how `ssetap redact` re-redacts an old capture: the same rows, fed again.
 """
 
@@ -28,6 +30,16 @@ from typing import Any, Protocol
 import orjson
 
 import recorder.json_paths as json_paths
+from recorder.events import (
+    ChunkStored,
+    Event,
+    ExchangeEnded,
+    MessageSeen,
+    RequestSeen,
+    ResponseSeen,
+    SessionOpened,
+    SseSeen,
+)
 from recorder.model import INVALID
 from recorder.redact import Redactor
 
@@ -42,9 +54,20 @@ _STRUCTURAL = frozenset({"id", "session_id", "exchange_id", "stream_id", "sse_ev
                          "call_id", "message_id", "t", "start", "end", "seq", "offset", "kind",
                          "direction", "method", "rpc_id", "batch_index", "retry", "status",
                          "severity", "source", "transport", "role", "type"})
+# Event fields redacted by their own rule (below) before the generic scrub, per event type.
+_EVENT_DONE: dict[type, frozenset[str]] = {
+    SessionOpened: frozenset({"key"}),
+    RequestSeen: frozenset({"url", "request_headers", "request_body"}),
+    ResponseSeen: frozenset({"response_headers"}),
+    ExchangeEnded: frozenset({"response_body"}),
+    MessageSeen: frozenset({"json", "payload"}),  # payload: decoded again if json changed
+    ChunkStored: frozenset({"data"}),
+}
 
 
 class Sink(Protocol):
+    """The store writer (`write(event)`), or any sink of rows (`insert`, `update`)."""
+
     def next_id(self, table: str) -> int: ...
     def insert(self, table: str, row: dict[str, Any]) -> None: ...
     def update(self, table: str, row_id: int, changes: dict[str, Any]) -> None: ...
@@ -60,8 +83,119 @@ class RedactionStage:
         self.paths = paths
         self._content_types: dict[int, tuple[str | None, str | None]] = {}
         self._held: dict[int, dict[str, Any]] = {}
+        self._held_events: dict[int, ChunkStored] = {}
         # Which columns of a row of this shape (table and column names) the generic scrub visits.
         self._scrubbed_columns: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+        # Which fields of an event type the generic scrub visits (by index).
+        self._scrubbed_fields: dict[type, tuple[int, ...]] = {}
+        write = getattr(sink, "write", None)
+        self._write = write if write is not None else self._write_rows
+
+    # Events in -------------------------------------------------------------------------------
+
+    def record(self, event: Event) -> Event:
+        """Redact an event, queue it for the store, and return it as stored."""
+        kind = type(event)
+        if kind is ChunkStored:
+            self._chunk_event(event)  # type: ignore[arg-type]
+            return event  # not shown to observers (they get ChunkSeen)
+        if not self.redactor.raw:
+            event = self._event(kind, event)
+        self._write(event)
+        return event
+
+    def _write_rows(self, event: Event) -> None:
+        """A sink without `write` (tests, tools) gets the event's rows."""
+        # Loaded here: the stage is a pure core, and recorder.store's package loads SQLite.
+        from recorder.store.event_rows import operations
+
+        for op in operations(event):
+            if op[0] == "i":
+                self.sink.insert(op[1], dict(zip(op[2], op[3], strict=True)))
+            else:
+                self.sink.update(op[1], op[2], op[3])
+
+    def _event(self, kind: type, event: Any) -> Any:
+        r = self.redactor
+        if kind is SseSeen:
+            if self.paths and event.data is not None and event.data[:1] in ("{", "["):
+                event = event._replace(data=self._json_text(event.data))
+        elif kind is MessageSeen:
+            text = event.json
+            if isinstance(text, str):
+                if event.kind == INVALID:
+                    # Not JSON-RPC (an OAuth token response read as JSON): redacted like such
+                    # a body.
+                    text = r.body(text.encode(), "application/json").decode()
+                if self.paths and text[:1] in ("{", "["):
+                    text = self._json_text(text)
+                text = r.scrub_text(text)
+                if text is not event.json:
+                    event = event._replace(json=text, payload=_decoded(text))
+        elif kind is RequestSeen:
+            self._content_types[event.id] = (event.request_content_type, None)
+            body = event.request_body
+            event = event._replace(
+                url=r.url(event.url),
+                request_headers=tuple(r.headers(list(event.request_headers))),
+                request_body=r.body(self._body_paths(body), event.request_content_type)
+                if body else body)
+        elif kind is ResponseSeen:
+            request_type = self._content_types.get(event.id, (None, None))[0]
+            self._content_types[event.id] = (request_type, event.response_content_type)
+            event = event._replace(
+                response_headers=tuple(r.headers(list(event.response_headers))))
+        elif kind is ExchangeEnded:
+            ctype = self._content_types.pop(event.id, (None, None))[1]
+            if event.response_body:
+                event = event._replace(
+                    response_body=r.body(self._body_paths(event.response_body), ctype))
+        elif kind is SessionOpened:
+            event = event._replace(key=self.session_key(event.key))
+        # Everything else: scrubbed of every secret learned so far (structural fields, like
+        # ids and times, excepted for speed).
+        fields = self._scrubbed_fields.get(kind)
+        if fields is None:
+            done = _EVENT_DONE.get(kind, frozenset())
+            fields = self._scrubbed_fields[kind] = tuple(
+                i for i, name in enumerate(kind._fields)  # type: ignore[attr-defined]
+                if name not in _STRUCTURAL and name not in done)
+        values = None
+        for i in fields:
+            value = event[i]
+            if value.__class__ is str:
+                scrubbed: Any = r.scrub_text(value)
+            elif value.__class__ is bytes:
+                scrubbed = r.scrub(value)
+            else:
+                continue
+            if scrubbed is not value:
+                if values is None:
+                    values = list(event)
+                values[i] = scrubbed
+        return event if values is None else kind._make(values)  # type: ignore[attr-defined]
+
+    def _chunk_event(self, chunk: ChunkStored) -> None:
+        if self.redactor.raw:
+            self._write(chunk)
+            return
+        held = self._held_events.get(chunk.stream_id)
+        self._held_events[chunk.stream_id] = chunk
+        if held is None:
+            return
+        if not self.redactor.learned:
+            self._write(held)  # nothing to scrub yet: no join, no copies
+            return
+        before = held.data
+        joined = self.redactor.scrub(before + chunk.data)
+        cut = len(before)
+        if joined[:cut] != before:
+            held = ChunkStored(held.id, held.stream_id, held.seq, held.t, held.offset,
+                               joined[:cut])
+        self._write(held)
+        if joined[cut:] != chunk.data:
+            self._held_events[chunk.stream_id] = ChunkStored(
+                chunk.id, chunk.stream_id, chunk.seq, chunk.t, chunk.offset, joined[cut:])
 
     def __getattr__(self, name: str) -> Any:
         # flush, set_meta, delete_where, backlog...: the writer's other operations pass through.
@@ -97,6 +231,9 @@ class RedactionStage:
         if held is not None:
             held["data"] = self.redactor.scrub(held["data"] or b"")
             self.sink.insert("chunks", held)
+        chunk = self._held_events.pop(stream_id, None)
+        if chunk is not None:
+            self._write(chunk._replace(data=self.redactor.scrub(chunk.data)))
 
     def flush_quiet(self, now: float, older_than: float) -> None:
         """Store the chunks held back longer than `older_than` (the tail of a quiet stream is
@@ -104,9 +241,12 @@ class RedactionStage:
         for stream_id, held in list(self._held.items()):
             if now - held["t"] >= older_than:
                 self.flush_stream(stream_id)
+        for stream_id, chunk in list(self._held_events.items()):
+            if now - chunk.t >= older_than:
+                self.flush_stream(stream_id)
 
     def flush_all(self) -> None:
-        for stream_id in list(self._held):
+        for stream_id in list(self._held) + list(self._held_events):
             self.flush_stream(stream_id)
 
     # Per table -------------------------------------------------------------------------------
@@ -205,3 +345,11 @@ class RedactionStage:
         text = value if isinstance(value, str) else orjson.dumps(value).decode()
         self.redactor.learn_credential(text, "field")
         return self.redactor.pseudonym(text, "field")
+
+
+def _decoded(text: str) -> Any:
+    """A message's payload decoded from its redacted text (None if that is not JSON)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None

@@ -27,7 +27,7 @@ from typing import cast
 
 import recorder.json_paths as json_paths
 from recorder import gaps, otlp_push
-from recorder.ingest import Ingest, Observation, Observer
+from recorder.ingest import Ingest, Observer
 from recorder.live import observers_for
 from recorder.redact import RAW, REDACTED, Redactor, new_key, redaction_after
 from recorder.redact_stage import RedactionStage
@@ -151,14 +151,6 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
             print(f"ssetap: error: not in the capture (the disk refused even the gap "
                   f"record): {gap.describe()}", file=sys.stderr, flush=True)
     return 0 if complete else EXIT_INCOMPLETE
-
-
-def print_flag(observation: Observation) -> None:
-    """Live console line for a flag raised while recording."""
-    if observation.kind == "flag":
-        row = observation.row
-        print(f"ssetap: [{row['severity']}] {row['kind']}: {row['message']}", file=sys.stderr,
-              flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

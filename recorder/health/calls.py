@@ -52,8 +52,6 @@ from recorder.model import C2S
 # The revision from which closing a POST's response stream is how a client cancels.
 CLOSE_CANCELS_FROM = "2026-07-28"
 
-# Events that may come between an answer's `MessageSeen` and its call event.
-_CALL_EVENTS = frozenset({CallOpened, CallAnswered, CallCancelled, CallOrphan})
 
 
 class CallChecks(Detector):
@@ -79,13 +77,15 @@ class CallChecks(Detector):
 
     def finish(self, t: float) -> None:
         """End of input: cancelled calls are reported without waiting out their grace."""
+        self.settle()
         self._check_cancels(t, final=True)
 
-    def settle(self, kind: type) -> None:
-        """Before an event of type `kind`: an answer still waiting for a call event that can
-        no longer come is judged without one."""
+    def settle(self) -> None:
+        """An answer still waiting for its call event when the next message (or the end)
+        comes got none: it is judged as one the correlator could not pair. (Ticks may come
+        in between, e.g. from a live checker catching up; they do not settle it.)"""
         said = self.awaiting
-        if said is not None and kind not in _CALL_EVENTS:
+        if said is not None:
             self.awaiting = None
             self._answer(said.message.t, said, None, answered=False, first_answer_at=None)
 
@@ -125,6 +125,7 @@ class CallChecks(Detector):
     # Messages -------------------------------------------------------------------------------
 
     def _on_message(self, e: MessageSeen) -> None:
+        self.settle()
         said = self.ctx.said_for(e.id)
         assert said is not None
         ex, stream = said.exchange, said.stream

@@ -63,9 +63,7 @@ class HealthMonitor:
         ctx = self.ctx
         ctx.out = []
         ctx.now = max(ctx.now, event.t)
-        kind = type(event)
-        self._calls.settle(kind)
-        for step in self._table.get(kind, ()):
+        for step in self._table.get(type(event), ()):
             step(event)
         for finding in self._lint.observe(event):
             self._spec_violation(finding)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from recorder import gaps
+from recorder.events import ChunkStored, Event, MessageSeen
+from recorder.store.event_rows import DATA_EVENTS, INSERTS, operations
 from recorder.store.readers import meta, open_readonly
 from recorder.store.schema import TABLES, StoreError, create_private, migrate, set_meta_row
 
@@ -121,8 +123,10 @@ def recover_if_interrupted(path: str | os.PathLike[str]) -> int:
 class StoreWriter:
     """The single writer of a capture: a thread that applies queued operations in batches.
 
-    Operations are `insert(table, row)`, `update(table, id, changes)` and `record_gap(gap)`;
-    `flush()` waits until everything queued so far is applied. Ids come from `next_id(table)`.
+    Operations are `write(event)` (the recorder's typed events: recorder.store.event_rows says
+    which rows each one becomes), `insert(table, row)`, `update(table, id, changes)` and
+    `record_gap(gap)`; `flush()` waits until everything queued so far is applied. Ids come
+    from `next_id(table)`.
 
     A failed batch (disk full, I/O error, the file locked by someone else) is rolled back and
     its cause reported once through `report`; the batch's structural rows (sessions, exchanges,
@@ -177,6 +181,9 @@ class StoreWriter:
             table: tuple(r[1] for r in self._db.execute(f"PRAGMA table_info({table})"))
             for table in TABLES
         }
+        # Per event type stored by one insert: its table, statement and number of columns.
+        self._event_inserts = {kind: (table, self._insert_sql(table, columns), len(columns))
+                               for kind, (table, columns) in INSERTS.items()}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._batch_seconds = batch_seconds
         self._report = report or _print_line
@@ -196,6 +203,10 @@ class StoreWriter:
 
     def next_id(self, table: str) -> int:
         return next(self._next[table])
+
+    def write(self, event: Event) -> None:
+        """Queue an event; the writer thread turns it into its rows."""
+        self._queue.put(("e", event))
 
     def insert(self, table: str, row: dict[str, Any]) -> None:
         self._queue.put(("i", table, row))
@@ -347,11 +358,27 @@ class StoreWriter:
                          "as a gap")
         kept: list[Any] = []
         for op in ops:
-            if op[0] == "i" and op[1] in _DATA_TABLES:
+            if op[0] == "e" and type(op[1]) in DATA_EVENTS:
+                self._account_lost_event(op[1])
+            elif op[0] == "i" and op[1] in _DATA_TABLES:
                 self._account_lost(op[1], op[2])
             else:
                 kept.append(op)
         self._retry = kept
+
+    def _account_lost_event(self, event: Any) -> None:
+        kind = type(event)
+        if kind is ChunkStored:
+            self._account_lost("chunks", {"stream_id": event.stream_id, "t": event.t,
+                                          "data": event.data, "offset": event.offset})
+        elif kind is MessageSeen:
+            self._account_lost("messages", {"stream_id": event.stream_id,
+                                            "exchange_id": event.exchange_id,
+                                            "session_id": event.session_id, "t": event.t})
+        else:
+            self._account_lost("sse_events", {"stream_id": event.stream_id, "t": event.t,
+                                              "session_id": event.session_id,
+                                              "kind": event.kind})
 
     def _account_lost(self, table: str, row: dict[str, Any]) -> None:
         key = (row.get("stream_id"), row.get("exchange_id") if table == "messages" else None)
@@ -402,10 +429,35 @@ class StoreWriter:
                 db.executemany(sql, params)
 
         gap_ids: list[tuple[int, int]] = []
+        event_inserts = self._event_inserts
         db.execute("BEGIN")
         try:
             for op in ops:
-                if op[0] == "i":
+                if op[0] == "e":
+                    event = op[1]
+                    insert = event_inserts.get(type(event))
+                    if insert is not None:  # the hot path: a slice of the event
+                        table, sql, n = insert
+                        by_sql = pending.get(table)
+                        if by_sql is None:
+                            by_sql = pending[table] = {}
+                        values = by_sql.get(sql)
+                        if values is None:
+                            values = by_sql[sql] = []
+                        values.append(event[:n])
+                        continue
+                    for row_op in operations(event):
+                        if row_op[0] == "i":
+                            _, table, columns, values = row_op
+                            sql = self._insert_sql(table, columns)
+                            pending.setdefault(table, {}).setdefault(sql, []).append(values)
+                        else:
+                            _, table, row_id, changes = row_op
+                            flush(table)
+                            assignments = ", ".join(f'"{k}" = ?' for k in changes)
+                            db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",
+                                       (*changes.values(), row_id))
+                elif op[0] == "i":
                     _, table, row = op
                     sql = self._insert_sql(table, tuple(row))
                     pending.setdefault(table, {}).setdefault(sql, []).append(tuple(row.values()))

@@ -1,8 +1,8 @@
 """The stream-health detector, script-style: raw proxy facts at given times -> expected flags.
 
 Each script is a list of the proxy's raw facts (request, response headers, chunk, end, error,
-tick) with the times they happened. The real `Ingest` turns them into the `Observation`s the
-recorder emits live, and `HealthMonitor` turns those into flags. The clock is injected:
+tick) with the times they happened. The real `Ingest` turns them into the typed events
+(recorder.events) the recorder emits live, and `HealthMonitor` turns those into flags. The clock is injected:
 nothing sleeps, so every case runs in microseconds. The last tests check that an offline
 `ssetap check` over the stored capture reaches the same verdicts as the live run.
 """
@@ -28,7 +28,6 @@ from recorder.health import (
 from recorder.ingest import Ingest
 from recorder.model import Flag
 from recorder.redact import Redactor
-from tests.recorder.legacy_events import EventTap
 
 SERVER = "http://127.0.0.1:8000"
 MCP = SERVER + "/mcp"
@@ -98,8 +97,8 @@ class Wire:
     """
 
     def __init__(self, tick: float = 0.1) -> None:
-        self._tap = EventTap()  # TEMPORARY, until main's Ingest emits events
-        self.ingest = Ingest(self._tap.sink(_Sink()), Redactor(None), [self._tap],
+        self.events: list[Event] = []
+        self.ingest = Ingest(_Sink(), Redactor(None), [self.events.append],
                              update_interval=1e9)
         self.t = 0.0
         self.tick = tick
@@ -133,11 +132,6 @@ class Wire:
     def ticks(self, until: float) -> None:
         """Let time pass until `until` (ticking on the way)."""
         self._at(until)
-
-    @property
-    def events(self) -> list[Event]:
-        self._tap.flush()
-        return self._tap.events
 
     def flags(self, config: HealthConfig = CFG) -> list[Flag]:
         return HealthMonitor(config).feed(self.events)

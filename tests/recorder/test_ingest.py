@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recorder.ingest import Ingest, Observation
+from recorder.events import Event, MessageSeen, SseSeen, StreamOpened
+from recorder.ingest import Ingest
 from recorder.redact import Redactor
 from recorder.store import Capture, StoreWriter
 
@@ -12,9 +13,9 @@ JSON = [("Content-Type", "application/json")]
 SSE = [("Content-Type", "text/event-stream")]
 
 
-def run(tmp_path: Path, events: list[tuple], raw: bool = False) -> tuple[Capture, list[Observation]]:
+def run(tmp_path: Path, events: list[tuple], raw: bool = False) -> tuple[Capture, list[Event]]:
     writer = StoreWriter(tmp_path / "c.db")
-    seen: list[Observation] = []
+    seen: list[Event] = []
     ingest = Ingest(writer, Redactor(None if raw else b"k" * 32), [seen.append])
     for event in events:
         ingest.feed(event)
@@ -71,8 +72,8 @@ def test_legacy_answer_before_the_posts_202_and_endpoint_session(tmp_path):
     assert "b" * 32 not in session["key"]
     (call,) = capture.calls(session["id"])
     assert call["outcome"] == "result" and round(call["latency_ms"]) == 50
-    kinds = [o.kind for o in seen]
-    assert kinds.index("stream-open") < kinds.index("sse") < kinds.index("message")
+    kinds = [type(o) for o in seen]
+    assert kinds.index(StreamOpened) < kinds.index(SseSeen) < kinds.index(MessageSeen)
 
 
 def test_a_secret_split_across_chunks_is_scrubbed_and_offsets_hold(tmp_path):

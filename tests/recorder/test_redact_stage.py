@@ -119,11 +119,12 @@ def test_path_syntax_matches_replays() -> None:
 
 
 def test_ingest_stores_and_shows_observers_only_redacted_rows(tmp_path) -> None:
-    from recorder.ingest import Ingest, Observation
+    from recorder.events import Event
+    from recorder.ingest import Ingest
     from recorder.store import StoreWriter
 
     writer = StoreWriter(tmp_path / "c.db")
-    seen: list[Observation] = []
+    seen: list[Event] = []
     ingest = Ingest(writer, Redactor(KEY), [seen.append])
     sid = [("Mcp-Session-Id", "9f1c" * 8)]
     ingest.feed(("q", "f1", 1.0, "POST", f"http://s:1/mcp?api_key={TOKEN}", "HTTP/1.1",
@@ -136,8 +137,8 @@ def test_ingest_stores_and_shows_observers_only_redacted_rows(tmp_path) -> None:
     ingest.feed(("e", "f1", 1.3, None))
     ingest.close(2.0)
     writer.close()
-    shown = orjson.dumps([o.row for o in seen if o.kind in ("exchange", "response", "session",
-                                                            "sse", "message")], default=str)
+    # Every event observers were shown, every field (a message's decoded payload too).
+    shown = orjson.dumps([list(o) for o in seen], default=str)
     assert TOKEN.encode() not in shown and ("9f1c" * 8).encode() not in shown
     assert TOKEN[::-1].encode() not in shown
     assert TOKEN.encode() not in (tmp_path / "c.db").read_bytes()
