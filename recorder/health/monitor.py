@@ -2,9 +2,14 @@
 
 For each event the monitor updates the shared context (context.Context.before), hands the
 event to every detector that declared its type (in the order of `_detectors`, which is the
-order their flags come out), then to the protocol lint, and last lets the context forget what
-the event ended (Context.after). Ticks go to each detector's `tick`. One table per event
-type, built once: dispatch is a dict lookup, never an isinstance chain.
+order their flags come out), lets the context forget what the event ended (Context.after),
+and last hands it to the protocol lint. Ticks go to each detector's `tick`. One table per
+event type, built once: dispatch is a dict lookup, never an isinstance chain.
+
+Events no step reads (StreamCounters, SessionSeen, ChunkStored...) pass untouched, and do not
+move the clock either: the periodic ones carry the recording process's time, not the
+proxy's, and the live checks hold ticks back by their backlog (recorder.live); a counter
+stamped "now" must not make a stream that is merely behind look silent.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class HealthMonitor:
         self._tickers: tuple[Detector, ...] = (streams, self._calls, sessions)
         self._lint = SpecLint(validate)
         self._table: dict[type, list[Callable[[Any], None]]] = {}
-        for kind in {*self.ctx.before, *self.ctx.after,
+        for kind in {*self.ctx.before, *self.ctx.after, *self._lint.handles,
                      *(k for d in self._detectors for k in d.HANDLES)}:
             steps: list[Callable[[Any], None]] = []
             if kind in self.ctx.before:
@@ -52,6 +57,8 @@ class HealthMonitor:
             steps += [d.handlers()[kind] for d in self._detectors if kind in d.HANDLES]
             if kind in self.ctx.after:
                 steps.append(self.ctx.after[kind])
+            if kind in self._lint.handles:
+                steps.append(self._linted)
             self._table[kind] = steps
         self._table.setdefault(Tick, []).insert(0, self._tick)
 
@@ -60,13 +67,14 @@ class HealthMonitor:
         return self.ctx.now
 
     def observe(self, event: Event) -> list[Flag]:
+        steps = self._table.get(type(event))
+        if steps is None:
+            return []
         ctx = self.ctx
         ctx.out = []
         ctx.now = max(ctx.now, event.t)
-        for step in self._table.get(type(event), ()):
+        for step in steps:
             step(event)
-        for finding in self._lint.observe(event):
-            self._spec_violation(finding)
         return ctx.out
 
     def feed(self, events: Iterable[Event]) -> list[Flag]:
@@ -86,6 +94,10 @@ class HealthMonitor:
     def _tick(self, e: Tick) -> None:
         for detector in self._tickers:
             detector.tick(self.ctx.now)
+
+    def _linted(self, event: Event) -> None:
+        for finding in self._lint.observe(event):
+            self._spec_violation(finding)
 
     def _spec_violation(self, finding: Finding) -> None:
         rule = finding.rule

@@ -217,3 +217,27 @@ def test_the_call_detector_declares_the_call_events() -> None:
     calls = CallChecks(ctx, SessionChecks(ctx))
     assert {ev.CallOpened, ev.CallAnswered, ev.CallCancelled, ev.CallOrphan} <= set(
         calls.handlers())
+
+
+def test_counters_stamped_by_the_recorders_clock_do_not_move_the_checks_clock() -> None:
+    """Periodic StreamCounters carry the recording process's time; the live checks hold
+    ticks back by their backlog. A counter must not make a stream behind look silent."""
+    cfg = HealthConfig(heartbeat_interval=1.0, heartbeat_slack=0.3)
+    monitor = HealthMonitor(cfg)
+    s = Script()
+    sid = s.session(0.0, "sid:s1")
+    ex = s.next("exchanges")
+    s.events += [
+        ev.RequestSeen(ex, "g", "GET", SERVER + "/mcp", "/mcp",
+                       (("Accept", "text/event-stream"), ("Mcp-Session-Id", "s1")), None, None,
+                       1.0, "127.0.0.1:5000", True, 0, sid),
+        ev.StreamOpened(1, ex, sid, "GET", "get", None, 1.01, None),
+        ev.ResponseSeen(ex, 1.01, 200, "", (("Content-Type", "text/event-stream"),),
+                        "text/event-stream", True, True, sid),
+        ev.ChunkSeen(1.2, 1, sid, 0, 10),
+        ev.StreamCounters(9.0, 1, 10, 1, 0, 1, 190.0, False, None, 1.2),  # "now", 8 s ahead
+        ev.SessionSeen(9.0, sid),
+        ev.Tick(1.5),
+    ]
+    assert monitor.feed(s.events) == []
+    assert monitor.now == 1.5

@@ -122,6 +122,11 @@ class SpecLint:
             SseSeen: self._on_sse, MessageSeen: self._on_message, CallOpened: self._on_call,
         }
 
+    @property
+    def handles(self) -> frozenset[type]:
+        """The event types the lint reads."""
+        return frozenset(self._handlers)
+
     def observe(self, event: Event) -> list[Finding]:
         handler = self._handlers.get(type(event))
         if handler is None:
