@@ -160,6 +160,7 @@ class Ingest:
             self._flush_state()
             self._last_flush = t
         self._record(Tick(t))
+        self.sink.submit()  # what waits in the writer's buffer goes to its thread now
 
     def close(self, t: float) -> None:
         """End of recording: close what is still open, as the recorder saw it."""
