@@ -19,12 +19,16 @@ Design notes:
   and told which flows are still open; what it had not stored becomes a `worker-died` gap.
 - Stopping takes at most `ssetap_stop_timeout_ms`: what cannot be shipped by then becomes a
   `stopped` gap, and a worker that does not finish in time is killed (its capture is then
-  marked interrupted, like after a crash).
+  marked interrupted, like after a crash). It happens once the event loop is gone, not in
+  the `done` hook: connections go on forwarding until asyncio tears them down, and those last
+  bytes are recorded too; whatever is queued after the sender's last look goes out as
+  `stopped` gaps, so recorded + shed = sent holds for streams still open at the stop.
 - Forwarded traffic is never modified; redaction happens on the stored copy in the worker.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -64,6 +68,14 @@ EXIT_CANNOT_START = 2
 MIN_SHED_SECONDS = 1.0
 MAX_SHED_SECONDS = 8.0
 RECURRENCE_SECONDS = 5.0
+
+
+def _shutting_down() -> bool:
+    """Whether mitmproxy is exiting (not just unloading this addon)."""
+    try:
+        return bool(ctx.master.should_exit.is_set())
+    except AttributeError:
+        return False
 
 
 def _client_addr(flow: http.HTTPFlow) -> str:
@@ -379,6 +391,19 @@ class WorkerLink:
             self._held.append((wire.RESUME, flow_id, now, request, headers, offset))
             self._held_bytes += 1000
 
+    def _ship_late(self, deadline: float) -> None:
+        """After the sender ended: what the hooks and taps queued after its last look (the
+        traffic went on while the link stopped accepting facts) goes out as `stopped` gaps
+        and structural facts, so that recorded + shed = sent still holds for every stream."""
+        if self._dead or not self.queue:
+            return
+        if self._shedding_since is None or self._shed_reason != wire.STOPPED:
+            self._start_shedding(wire.STOPPED, time.monotonic())
+        self._take()
+        self._flush_shed()
+        while (self._held or self._out) and not self._dead and time.monotonic() < deadline:
+            self._write(deadline)
+
     # Owner side --------------------------------------------------------------------------
 
     def close(self, timeout: float | None = None) -> LinkOutcome:
@@ -390,6 +415,8 @@ class WorkerLink:
         self._drain_deadline = start + timeout * 0.5
         self._stop.set()
         self._thread.join(max(0.0, self._hard_deadline - time.monotonic()) + 0.5)
+        if not self._thread.is_alive():
+            self._ship_late(start + timeout * 0.8)
         assert self.proc.stdin is not None
         with contextlib.suppress(OSError):
             self.proc.stdin.close()
@@ -465,12 +492,21 @@ class Recorder:
         self._append = self.link.queue.append
 
     def stop(self) -> None:
+        """Finish the recording (bounded by the stop timeout); idempotent."""
+        atexit.unregister(self.stop)
         if self.link is not None:
             self._append = None
             self.outcome = self.link.close()
             self.link = None
 
     def done(self) -> None:
+        if self.link is not None and _shutting_down():
+            # The proxy is exiting, and its connections go on forwarding until asyncio tears
+            # them down, after this hook: the link stays open until then, so those last bytes
+            # are recorded too. `ssetap record` stops it once the event loop is gone (see
+            # recorder.proxy.run_proxy); under plain `mitmdump -s`, the exit does.
+            atexit.register(self.stop)
+            return
         self.stop()
 
     # Hooks --------------------------------------------------------------------------------
