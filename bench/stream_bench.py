@@ -119,7 +119,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     return cfg, args
 
 
-
 async def amain(cfg: Config, keep: bool, profile: bool, recorder_path: str = "") -> dict[str, Any]:
     procs = Processes(recorder_path)
     tmp = Path(tempfile.mkdtemp(prefix="ssetap-bench-"))
@@ -160,7 +159,6 @@ async def amain(cfg: Config, keep: bool, profile: bool, recorder_path: str = "")
     if profiles:
         summary["profiles"] = profiles
     return summary
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

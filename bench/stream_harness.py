@@ -73,7 +73,6 @@ def rss_kb(pid: int | None) -> int:
     return 0
 
 
-
 def _stat_ticks(path: str) -> int:
     """utime + stime from a /proc stat file (fields 14 and 15; `comm` may contain spaces)."""
     try:
@@ -85,12 +84,10 @@ def _stat_ticks(path: str) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-
 def cpu_ticks(pid: int) -> tuple[int, int]:
     """(main thread, whole process) CPU ticks. The main thread of the proxy runs the event loop;
     the rest are helper threads (ssetap's sender, the worker's SQLite writer)."""
     return _stat_ticks(f"/proc/{pid}/task/{pid}/stat"), _stat_ticks(f"/proc/{pid}/stat")
-
 
 
 def system_busy_ticks() -> int:
@@ -98,7 +95,6 @@ def system_busy_ticks() -> int:
         values = [int(v) for v in f.readline().split()[1:]]
     # user nice system idle iowait irq softirq steal (guest time is already in user)
     return sum(values[:8]) - values[3] - values[4]
-
 
 
 def children(pid: int) -> list[int]:
@@ -112,11 +108,9 @@ def children(pid: int) -> list[int]:
     return found
 
 
-
 def loadavg() -> list[float]:
     with open("/proc/loadavg") as f:
         return [float(v) for v in f.read().split()[:3]]
-
 
 
 @dataclass
@@ -126,11 +120,9 @@ class CpuSnapshot:
     procs: dict[str, tuple[int, int]]
 
 
-
 def cpu_snapshot(pids: dict[str, int | None]) -> CpuSnapshot:
     return CpuSnapshot(time.monotonic(), system_busy_ticks(),
                        {name: cpu_ticks(pid) for name, pid in pids.items() if pid is not None})
-
 
 
 def cpu_report(a: CpuSnapshot, b: CpuSnapshot, events: int) -> tuple[dict[str, float], float]:
@@ -160,7 +152,6 @@ def mb(kb: int) -> str:
     return f"{kb / 1024:.0f}"
 
 
-
 def pcts(latencies: Iterable[float]) -> tuple[float, float]:
     """p50 and p99 in milliseconds (nearest rank)."""
     values = sorted(latencies)
@@ -173,7 +164,6 @@ def pcts(latencies: Iterable[float]) -> tuple[float, float]:
 
 
     return rank(0.50), rank(0.99)
-
 
 
 def median(values: Sequence[float]) -> float:
@@ -208,7 +198,6 @@ class Proxy:
     @property
     def expected_rows(self) -> int:
         return sum(e + c for e, c in self.streams)
-
 
 
 class Processes:
@@ -249,7 +238,6 @@ class Processes:
                     os.kill(pid, signal.SIGKILL)
 
 
-
 def venv_tool(name: str) -> str:
     candidate = Path(sys.executable).with_name(name)
     if not candidate.exists():
@@ -257,13 +245,11 @@ def venv_tool(name: str) -> str:
     return str(candidate)
 
 
-
 def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
 
 
 async def start_server(procs: Processes, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -275,7 +261,6 @@ async def start_server(procs: Processes, tmp: Path) -> tuple[subprocess.Popen[by
     if not line.strip().isdigit():
         raise BenchError(f"the SSE server did not start:\n{log_tail(tmp / 'server.log')}")
     return proc, int(line)
-
 
 
 async def _wait_port(proc: subprocess.Popen[bytes], log: Path, what: str) -> int:
@@ -290,7 +275,6 @@ async def _wait_port(proc: subprocess.Popen[bytes], log: Path, what: str) -> int
     raise BenchError(f"{what} did not start listening (exit {proc.poll()}):\n{log_tail(log)}")
 
 
-
 async def start_mitmdump(procs: Processes, tmp: Path, upstream: int, tag: str) -> Proxy:
     log = tmp / f"mitmdump-{tag}.log"
     proc = procs.spawn([venv_tool("mitmdump"), "-q",
@@ -298,7 +282,6 @@ async def start_mitmdump(procs: Processes, tmp: Path, upstream: int, tag: str) -
                         "--listen-host", "127.0.0.1", "--listen-port", "0",
                         "-s", str(HERE / "stream_addon.py")], log)
     return Proxy("mitmdump", proc, await _wait_port(proc, log, "mitmdump"), log)
-
 
 
 async def start_ssetap(procs: Processes, tmp: Path, upstream: int, tag: str) -> Proxy:
@@ -327,7 +310,6 @@ async def start_ssetap(procs: Processes, tmp: Path, upstream: int, tag: str) -> 
     if proxy.worker_pid is None:
         raise BenchError("ssetap record has no worker process")
     return proxy
-
 
 
 async def stop_proxy(proxy: Proxy, timeout: float = 120.0) -> int | None:
@@ -366,7 +348,6 @@ def recorded_rows(db: Path) -> int:
         return 0
 
 
-
 async def wait_recorded(proxy: Proxy, timeout: float) -> float | None:
     """Seconds until the capture holds every row sent so far; None on timeout."""
     assert proxy.db is not None
@@ -377,7 +358,6 @@ async def wait_recorded(proxy: Proxy, timeout: float) -> float | None:
             return None
         await asyncio.sleep(0.02)
     return time.monotonic() - start
-
 
 
 def verify_capture(proxy: Proxy) -> dict[str, Any]:

@@ -59,17 +59,14 @@ class ModeRun:
     capture: dict[str, Any] | None = None
 
 
-
 def _comments(n: int, ping: int) -> int:
     return n // ping if ping else 0
-
 
 
 def _check(result: StreamResult, n: int, what: str) -> None:
     if not result.complete:
         raise BenchError(f"{what}: the client got {result.events} of {n} events "
                          f"(HTTP {result.status}); the stream did not complete")
-
 
 
 async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
@@ -161,7 +158,6 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
     return run
 
 
-
 @dataclass
 class LongRun:
     label: str  # "paced" or "burst"
@@ -174,7 +170,6 @@ class LongRun:
     cpu_us_per_event: dict[str, float]
     others_cpu_pct: float
     peak: dict[str, int]
-
 
 
 async def run_long_stream(cfg: Config, proxy: Proxy, server: subprocess.Popen[bytes],
@@ -236,7 +231,6 @@ async def run_long_stream(cfg: Config, proxy: Proxy, server: subprocess.Popen[by
                    peak)
 
 
-
 async def run_long(cfg: Config, proxy: Proxy,
                    server: subprocess.Popen[bytes]) -> tuple[list[LongRun], dict[str, Any]]:
     """Paced first (a leak shows as growth there), then a burst on the same recorder."""
@@ -258,7 +252,6 @@ async def run_long(cfg: Config, proxy: Proxy,
     return runs, capture
 
 
-
 async def _pyspy_start(procs: Processes, pid: int, out: Path) -> subprocess.Popen[bytes]:
     # --nonblocking: do not pause the target to sample it (less perturbation); --threads: tell
     # the event-loop thread from helper threads; idle threads are left out by default.
@@ -274,7 +267,6 @@ async def _pyspy_start(procs: Processes, pid: int, out: Path) -> subprocess.Pope
     return proc
 
 
-
 async def _pyspy_stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
     for _ in range(200):
@@ -282,7 +274,6 @@ async def _pyspy_stop(proc: subprocess.Popen[bytes]) -> None:
             return
         await asyncio.sleep(0.05)
     proc.kill()
-
 
 
 def top_frames(path: Path, pid: int, limit: int = 10) -> dict[str, Any]:
@@ -316,7 +307,6 @@ def top_frames(path: Path, pid: int, limit: int = 10) -> dict[str, Any]:
     return {"samples": total,
             "threads_pct": {k: round(100 * v / max(total, 1), 1) for k, v in threads.items()},
             "top_self_pct": [[name, round(100 * v / max(total, 1), 1)] for name, v in top]}
-
 
 
 async def run_profile(cfg: Config, procs: Processes, tmp: Path,

@@ -42,7 +42,6 @@ def recorder_version(recorder_path: str) -> dict[str, Any]:
             "uncommitted": sorted(line[3:] for line in dirty if line.strip())}
 
 
-
 def summarise(cfg: Config, runs: list[ModeRun], long_runs: list[LongRun],
               long_capture: dict[str, Any] | None,
               load_before: list[float], load_after: list[float], seconds: float,
@@ -146,7 +145,6 @@ def summarise(cfg: Config, runs: list[ModeRun], long_runs: list[LongRun],
         summary["long_stream"] = {"streams": streams, "capture": long_capture}
         summary["recording_lost_events"] += (long_capture or {}).get("events_lost") or 0
     return summary
-
 
 
 def print_table(summary: dict[str, Any]) -> None:
