@@ -23,11 +23,9 @@ class StreamResult:
     complete: bool
     status: int
 
-
     @property
     def seconds(self) -> float:
         return max(self.last_at - self.started, 1e-9)
-
 
     @property
     def eps(self) -> float:
@@ -37,12 +35,10 @@ class StreamResult:
 class _SseClient(asyncio.Protocol):
     """Reads one SSE response: HTTP/1.1 head, chunked (or close-delimited) body, events.
 
-
     Parsing is the minimum our own server's output needs (CRLF lines, events start with
     `event: message`, `t` is the last number before `}`), so the client is never the
     bottleneck: it must be much faster than the slowest thing measured.
     """
-
 
     def __init__(self, loop: asyncio.AbstractEventLoop, marks: Sequence[int],
                  on_mark: Callable[[int], None] | None) -> None:
@@ -64,11 +60,9 @@ class _SseClient(asyncio.Protocol):
         self.marks = sorted(marks)
         self.on_mark = on_mark
 
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-
 
     def data_received(self, data: bytes) -> None:
         now = time.time()  # one arrival time for everything in this read: it came together
@@ -87,19 +81,16 @@ class _SseClient(asyncio.Protocol):
         if self.ended:
             self._finish()
 
-
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ended:
             self._events(time.time())
         self._finish()
-
 
     def _finish(self) -> None:
         if not self.done.done():
             self.done.set_result(None)
         if self.transport is not None:
             self.transport.close()
-
 
     def _head(self) -> bool:
         end = self.raw.find(b"\r\n\r\n")
@@ -113,7 +104,6 @@ class _SseClient(asyncio.Protocol):
         del self.raw[:end + 4]
         self.head_done = True
         return True
-
 
     def _dechunk(self) -> None:
         raw = self.raw
@@ -144,7 +134,6 @@ class _SseClient(asyncio.Protocol):
                 self.ended = True
             self.remaining = size
         del raw[:pos]
-
 
     def _events(self, now: float) -> None:
         body = self.body

@@ -73,7 +73,6 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
                    server: subprocess.Popen[bytes], server_port: int) -> ModeRun:
     port = proxy.port if proxy else server_port
 
-
     # Warm-up (not measured): first-flow costs (lazy imports, the upstream connection code)
     # and, for ssetap, proof that the worker is up and writing.
     warm = await fetch(port, cfg, n=WARMUP_EVENTS)
@@ -84,16 +83,13 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
             raise BenchError(f"ssetap did not record the warm-up stream:\n{log_tail(proxy.log)}")
     await asyncio.sleep(0.1)  # let the warm-up's connection teardown finish before measuring
 
-
     rss_before = proxy.rss() if proxy else {}
     peak: dict[str, int] = dict(rss_before)
-
 
     def sample(_: int) -> None:
         if proxy:
             for key, value in proxy.rss().items():
                 peak[key] = max(peak.get(key, 0), value)
-
 
     pids: dict[str, int | None] = {"server": server.pid, "client": os.getpid()}
     if proxy:
@@ -120,7 +116,6 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
             cpu, _ = cpu_report(cpu_a, cpu_b, cfg.events)
     rss_after = proxy.rss() if proxy else {}
 
-
     paced = await fetch(port, cfg, n=cfg.paced_events, rate=cfg.paced_rate)
     _check(paced, cfg.paced_events, f"{mode} paced")
     run = ModeRun(mode, rnd, cfg.events, burst.seconds, burst.eps, burst.latencies,
@@ -137,7 +132,6 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
             run.capture = verify_capture(proxy)
             if run.exit_code == 3 and not run.capture["events_shed"]:
                 raise BenchError(f"ssetap record exited 3 with nothing shed:\n{log_tail(proxy.log)}")
-
 
     lat = pcts(burst.latencies)
     plat = pcts(paced.latencies)
@@ -186,14 +180,12 @@ async def run_long_stream(cfg: Config, proxy: Proxy, server: subprocess.Popen[by
                                       **proxy.rss()}]
     base_rows = samples[0]["recorded_rows"]
 
-
     marks = sorted({max(cfg.long // 10, 1), max(cfg.long // 2, 1), cfg.long})
     # Between the reported marks, every 2 % of the stream: the peak backlog and peak RSS tell
     # memory held for rows not yet written (released later, if not to the OS) from a leak.
     fine = sorted(set(range(max(cfg.long // 50, 1), cfg.long + 1, max(cfg.long // 50, 1)))
                   | set(marks))
     peak = {"backlog_rows": 0, "backlog_at": 0, "total": samples[0]["total"], "total_at": 0}
-
 
     def sample(events: int) -> None:
         rows = recorded_rows(db)
@@ -212,7 +204,6 @@ async def run_long_stream(cfg: Config, proxy: Proxy, server: subprocess.Popen[by
         progress(f"long {label}: {events} events received, {rows - base_rows} rows recorded "
                  f"({backlog} behind), RSS proxy {mb(rss['proxy'])} + worker "
                  f"{mb(rss['worker'])} = {mb(rss['total'])} MB")
-
 
     pids: dict[str, int | None] = {"server": server.pid, "client": os.getpid(), **proxy.pids}
     cpu_a = cpu_snapshot(pids)

@@ -80,10 +80,8 @@ def summarise(cfg: Config, runs: list[ModeRun], long_runs: list[LongRun],
             modes[mode]["exit_codes"] = [r.exit_code for r in mode_runs]
             modes[mode]["capture_rounds"] = [r.capture for r in mode_runs]
 
-
     def per_round(num: str, den: str) -> list[float]:
         return [round(x.eps / y.eps, 3) for x, y in zip(by_mode[num], by_mode[den])]
-
 
     ratios: dict[str, dict[str, Any]] = {}
     for name, (num, den) in {"b/a": ("mitmdump", "direct"), "c/a": ("ssetap", "direct"),
