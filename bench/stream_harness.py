@@ -84,10 +84,41 @@ def _stat_ticks(path: str) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def cpu_ticks(pid: int) -> tuple[int, int]:
-    """(main thread, whole process) CPU ticks. The main thread of the proxy runs the event loop;
-    the rest are helper threads (ssetap's sender, the worker's SQLite writer)."""
-    return _stat_ticks(f"/proc/{pid}/task/{pid}/stat"), _stat_ticks(f"/proc/{pid}/stat")
+def _schedstat(path: str) -> tuple[int, int] | None:
+    """(ns on a CPU, ns runnable but waiting for one) of a thread, from its schedstat."""
+    try:
+        with open(path, "rb") as f:
+            run, wait, _ = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return int(run), int(wait)
+
+
+def cpu_ns(pid: int) -> tuple[int, int, int]:
+    """(main thread's CPU, whole process's CPU, whole process's run-queue wait), in ns.
+
+    The main thread of the proxy runs the event loop; the rest are helper threads (ssetap's
+    sender, the worker's SQLite writer). From schedstat (exact to the nanosecond) where the
+    kernel has it: utime + stime count 10 ms ticks, and a 20k-event burst costs the sender
+    thread only a few of them. The run-queue wait says how long a process was ready to run
+    but had no CPU (two cores shared by client, server, proxy, worker and other people).
+    """
+    main = _schedstat(f"/proc/{pid}/task/{pid}/schedstat")
+    if main is None:
+        tick = 10**9 // CLK_TCK
+        return (_stat_ticks(f"/proc/{pid}/task/{pid}/stat") * tick,
+                _stat_ticks(f"/proc/{pid}/stat") * tick, 0)
+    run = wait = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tasks = []
+    for task in tasks:
+        stat = _schedstat(f"/proc/{pid}/task/{task}/schedstat")
+        if stat is not None:
+            run += stat[0]
+            wait += stat[1]
+    return main[0], run, wait
 
 
 def system_busy_ticks() -> int:
@@ -117,32 +148,52 @@ def loadavg() -> list[float]:
 class CpuSnapshot:
     wall: float
     system: int
-    procs: dict[str, tuple[int, int]]
+    procs: dict[str, tuple[int, int, int]]
 
 
 def cpu_snapshot(pids: dict[str, int | None]) -> CpuSnapshot:
     return CpuSnapshot(time.monotonic(), system_busy_ticks(),
-                       {name: cpu_ticks(pid) for name, pid in pids.items() if pid is not None})
+                       {name: cpu_ns(pid) for name, pid in pids.items() if pid is not None})
+
+
+@dataclass
+class CpuReport:
+    """What a measured window cost, from two snapshots."""
+
+    per_event: dict[str, float]  # CPU us per event, per process (and main/helper threads)
+    cores: dict[str, float]  # CPU used over the window, in cores, per process
+    waited_pct: dict[str, float]  # share of the window a process was ready but had no CPU
+    others_pct: float  # the machine's CPU used by processes that are not ours, in percent
+
+
+def cpu_window(a: CpuSnapshot, b: CpuSnapshot, events: int) -> CpuReport:
+    wall = max(b.wall - a.wall, 1e-9)
+    per_event: dict[str, float] = {}
+    cores: dict[str, float] = {}
+    waited: dict[str, float] = {}
+    ours = 0
+    scale = 1e-3 / max(events, 1)
+    for name, (main_b, total_b, wait_b) in b.procs.items():
+        main_a, total_a, wait_a = a.procs.get(name, (main_b, total_b, wait_b))
+        total = total_b - total_a
+        ours += total
+        per_event[name] = round(total * scale, 2)
+        cores[name] = round(total / 1e9 / wall, 2)
+        waited[name] = round(100.0 * (wait_b - wait_a) / 1e9 / wall, 1)
+        if name in ("proxy", "worker"):
+            per_event[f"{name}.main"] = round((main_b - main_a) * scale, 2)
+            # Thread and process files are read one after the other: clamp the jitter.
+            per_event[f"{name}.threads"] = round(max(total - (main_b - main_a), 0) * scale, 2)
+    busy_ns = (b.system - a.system) * 1e9 / CLK_TCK
+    others = max(0.0, (busy_ns - ours) / (wall * 1e9 * NCPU) * 100.0)
+    return CpuReport(per_event, cores, waited, round(others, 1))
 
 
 def cpu_report(a: CpuSnapshot, b: CpuSnapshot, events: int) -> tuple[dict[str, float], float]:
     """CPU microseconds per event for each of our processes (and main/other threads), and
     the share of the machine's CPU used by processes that are not ours, in percent."""
-    per_event: dict[str, float] = {}
-    ours = 0
-    for name, (main_b, total_b) in b.procs.items():
-        main_a, total_a = a.procs.get(name, (main_b, total_b))
-        total = total_b - total_a
-        ours += total
-        scale = 1e6 / CLK_TCK / max(events, 1)
-        per_event[name] = round(total * scale, 2)
-        if name in ("proxy", "worker"):
-            per_event[f"{name}.main"] = round((main_b - main_a) * scale, 2)
-            # Thread and process stat files are read one after the other: clamp tick jitter.
-            per_event[f"{name}.threads"] = round(max(total - (main_b - main_a), 0) * scale, 2)
-    wall_ticks = max((b.wall - a.wall) * CLK_TCK * NCPU, 1e-9)
-    others = max(0.0, (b.system - a.system - ours) / wall_ticks * 100.0)
-    return per_event, round(others, 1)
+    window = cpu_window(a, b, events)
+    return window.per_event, window.others_pct
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -158,10 +209,8 @@ def pcts(latencies: Iterable[float]) -> tuple[float, float]:
     if not values:
         return (float("nan"), float("nan"))
 
-
     def rank(q: float) -> float:
         return values[min(len(values) - 1, max(0, round(q * len(values)) - 1))] * 1000.0
-
 
     return rank(0.50), rank(0.99)
 
@@ -184,16 +233,13 @@ class Proxy:
     # What went through it, in stream order: (events, comments) per stream.
     streams: list[tuple[int, int]] = field(default_factory=list)
 
-
     @property
     def pids(self) -> dict[str, int | None]:
         return {"proxy": self.proc.pid, "worker": self.worker_pid}
 
-
     def rss(self) -> dict[str, int]:
         proxy, worker = rss_kb(self.proc.pid), rss_kb(self.worker_pid)
         return {"proxy": proxy, "worker": worker, "total": proxy + worker}
-
 
     @property
     def expected_rows(self) -> int:
@@ -203,13 +249,11 @@ class Proxy:
 class Processes:
     """Every process this benchmark starts, so each is ended by its own pid, whatever happens."""
 
-
     def __init__(self, recorder_path: str = "") -> None:
         # --recorder-path: a directory holding another `recorder` package to measure.
         self.recorder_path = recorder_path
         self.started: list[subprocess.Popen[bytes]] = []
         self.extra_pids: list[int] = []
-
 
     def spawn(self, cmd: list[str], log: Path, *, stdin: int | None = subprocess.DEVNULL,
               stdout: int | None = None,
@@ -221,7 +265,6 @@ class Processes:
                                     stderr=f, cwd=log.parent, env=env)
         self.started.append(proc)
         return proc
-
 
     def cleanup(self) -> None:
         for proc in reversed(self.started):

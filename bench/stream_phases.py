@@ -24,6 +24,7 @@ from stream_harness import (
     Proxy,
     cpu_report,
     cpu_snapshot,
+    cpu_window,
     loadavg,
     log_tail,
     mb,
@@ -57,6 +58,10 @@ class ModeRun:
     drain_s: float | None = None
     exit_code: int | None = None
     capture: dict[str, Any] | None = None
+    # Over the burst itself: cores each process used, and the share of the burst it was
+    # ready to run but had no CPU (what tells a CPU-starved proxy from a slow one).
+    cores: dict[str, float] = field(default_factory=dict)
+    waited_pct: dict[str, float] = field(default_factory=dict)
 
 
 def _comments(n: int, ping: int) -> int:
@@ -103,7 +108,8 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
     _check(burst, cfg.events, f"{mode} burst")
     drain = None
     # Others' share is taken over the burst itself (what the measured throughput competed with).
-    cpu, others = cpu_report(cpu_a, cpu_b, cfg.events)
+    window = cpu_window(cpu_a, cpu_b, cfg.events)
+    cpu, others = window.per_event, window.others_pct
     if proxy:
         proxy.streams.append((cfg.events, _comments(cfg.events, cfg.ping)))
         sample(0)
@@ -119,7 +125,8 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
     paced = await fetch(port, cfg, n=cfg.paced_events, rate=cfg.paced_rate)
     _check(paced, cfg.paced_events, f"{mode} paced")
     run = ModeRun(mode, rnd, cfg.events, burst.seconds, burst.eps, burst.latencies,
-                  paced.latencies, cpu, others, load1, rss_before, peak, rss_after, drain)
+                  paced.latencies, cpu, others, load1, rss_before, peak, rss_after, drain,
+                  cores=window.cores, waited_pct=window.waited_pct)
     if proxy:
         proxy.streams.append((cfg.paced_events, _comments(cfg.paced_events, cfg.ping)))
         if proxy.kind == "ssetap" and await wait_recorded(proxy, 60) is None:
@@ -149,6 +156,9 @@ async def run_mode(mode: str, rnd: int, cfg: Config, proxy: Proxy | None,
              f"{burst.seconds:5.2f} s = {burst.eps:9,.0f} ev/s | burst p50/p99 "
              f"{lat[0]:.1f}/{lat[1]:.1f} ms | paced p50/p99 {plat[0]:.2f}/{plat[1]:.2f} ms"
              f"{extra} | others {others:.0f}% load {load1:.2f}")
+    progress("    cores used in the burst: " + " ".join(f"{k} {v:.2f}" for k, v in window.cores.items())
+             + " | ready but waiting for a CPU: "
+             + " ".join(f"{k} {v:.0f}%" for k, v in window.waited_pct.items()))
     return run
 
 

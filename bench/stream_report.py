@@ -69,6 +69,8 @@ def summarise(cfg: Config, runs: list[ModeRun], long_runs: list[LongRun],
             "proxy_busy_pct_rounds": [round(r.eps * r.cpu_us_per_event.get("proxy", 0.0) / 1e4)
                                       for r in mode_runs],
             "load1_rounds": [r.load1 for r in mode_runs],
+            "cores_rounds": [r.cores for r in mode_runs],
+            "waited_pct_rounds": [r.waited_pct for r in mode_runs],
         }
         if mode != "direct":
             modes[mode]["rss_kb_rounds"] = [
@@ -99,8 +101,11 @@ def summarise(cfg: Config, runs: list[ModeRun], long_runs: list[LongRun],
     # less per event), so it is a rough guide, not a constant.
     proxy_b = median([r.cpu_us_per_event.get("proxy", 0.0) for r in by_mode["mitmdump"]])
     proxy_c = median([r.cpu_us_per_event.get("proxy", 0.0) for r in by_mode["ssetap"]])
-    ratios["proxy cpu c/b"] = {"median": round(proxy_c / proxy_b, 3) if proxy_b else None,
-                               "rounds": []}
+    ratios["proxy cpu c/b"] = {
+        "median": round(proxy_c / proxy_b, 3) if proxy_b else None,
+        "rounds": [round(c.cpu_us_per_event.get("proxy", 0.0) / b.cpu_us_per_event["proxy"], 3)
+                   for b, c in zip(by_mode["mitmdump"], by_mode["ssetap"])
+                   if b.cpu_us_per_event.get("proxy")]}
     lost = sum((r.capture or {}).get("events_lost", 0) for r in by_mode["ssetap"])
     summary: dict[str, Any] = {
         "config": cfg.__dict__, "recorder": recorder_version(recorder_path), "seconds": round(seconds, 1),
@@ -143,6 +148,35 @@ def summarise(cfg: Config, runs: list[ModeRun], long_runs: list[LongRun],
         summary["long_stream"] = {"streams": streams, "capture": long_capture}
         summary["recording_lost_events"] += (long_capture or {}).get("events_lost") or 0
     return summary
+
+
+def print_rounds(summary: dict[str, Any]) -> None:
+    """One line per round: c/b beside what the two bursts competed with for the two cores."""
+    modes = summary["modes"]
+    b, c = modes["mitmdump"], modes["ssetap"]
+    ratios = summary["ratios"]
+    print()
+    print("per round (bursts b and c): others' CPU = processes not ours, in % of the machine; "
+          "cores = CPU used during the burst; waited = share of the burst a process was ready "
+          "to run but had no CPU")
+    header = (f"  {'round':<5} {'c/b':>5} {'proxy cpu c/b':>13} {'others b/c %':>13} "
+              f"{'cores b: proxy client server':>29} {'cores c: proxy worker client server':>36} "
+              f"{'proxy waited b/c %':>19}  quiet")
+    print(header)
+    for i, ratio in enumerate(ratios["c/b"]["rounds"]):
+        ob, oc = b["others_cpu_pct_rounds"][i], c["others_cpu_pct_rounds"][i]
+        cb, cc = b["cores_rounds"][i], c["cores_rounds"][i]
+        wb, wc = b["waited_pct_rounds"][i], c["waited_pct_rounds"][i]
+        pc = ratios["proxy cpu c/b"]["rounds"]
+        quiet = ob <= QUIET_OTHERS_PCT and oc <= QUIET_OTHERS_PCT
+        cores_b = " ".join(f"{cb.get(k, 0.0):.2f}" for k in ("proxy", "client", "server"))
+        cores_c = " ".join(f"{cc.get(k, 0.0):.2f}" for k in ("proxy", "worker", "client",
+                                                              "server"))
+        others = f"{ob:.0f}/{oc:.0f}"
+        waited = f"{wb.get('proxy', 0.0):.0f}/{wc.get('proxy', 0.0):.0f}"
+        proxy_cpu = pc[i] if i < len(pc) else float("nan")
+        print(f"  {i + 1:<5} {ratio:>5.2f} {proxy_cpu:>13.2f} {others:>13} {cores_b:>29} "
+              f"{cores_c:>36} {waited:>19}  {'yes' if quiet else 'no'}")
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -189,6 +223,7 @@ def print_table(summary: dict[str, Any]) -> None:
     print(f"proxy-process CPU per event, c/b: {pc if pc is None else f'{pc:.2f}'} "
           "(the tap's cost inside the proxy; a CPU-starved proxy also reads bigger batches, "
           "which lowers it)")
+    print_rounds(summary)
     print()
     print("CPU us per event, burst, median over rounds (proxy.main = event-loop thread, "
           "*.threads = helper threads; worker counted until it caught up):")
