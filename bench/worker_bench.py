@@ -28,6 +28,7 @@ from recorder.ingest import Ingest
 from recorder.live import observers_for
 from recorder.redact import Redactor
 from recorder.store import StoreWriter
+from recorder.worker import MAX_BACKLOG_OPS, GcSchedule
 
 EVENT = (b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/message",'
          b'"params":{"level":"info","logger":"bench","data":{"seq":%d,"t":%.6f}}}\r\n\r\n')
@@ -57,31 +58,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--profile", metavar="HTML")
+    parser.add_argument("--no-checks", action="store_true",
+                        help="without the live checks: the cost of ingest, redaction and storing")
     args = parser.parse_args()
     data = frames(args.events)
     with tempfile.TemporaryDirectory() as tmp:
         writer = StoreWriter(Path(tmp) / "bench.db", recording=True)
-        ingest = Ingest(writer, Redactor(b"k" * 32), observers_for("{}")(writer))
+        observers = [] if args.no_checks else observers_for('{"quiet": true}')(writer)
+        ingest = Ingest(writer, Redactor(b"k" * 32), observers)
         profiler = None
         if args.profile:
             from pyinstrument import Profiler
 
             profiler = Profiler()
             profiler.start()
+        collector = GcSchedule()  # as the worker runs
+        collector.start()
         main_start = time.thread_time()
         wall = time.perf_counter()
         reader = wire.FrameReader()
         last_tick = 0.0
         for frame_bytes in data:
+            while writer.backlog() > MAX_BACKLOG_OPS:  # the worker stops reading then, too
+                time.sleep(0.005)
             for frame in reader.feed(frame_bytes):
                 for fact in wire.decode_frame(frame):
                     ingest.feed(fact)
             now = time.time()
+            writer.submit()
             if now - last_tick > 0.05:
                 ingest.tick(now)
+                collector.tick()
                 last_tick = now
         ingest.close(time.time())
         main_cpu = time.thread_time() - main_start
+        collector.stop()
         if profiler is not None:
             profiler.stop()
             Path(args.profile).write_text(profiler.output_html())

@@ -19,12 +19,16 @@ Design notes:
   and told which flows are still open; what it had not stored becomes a `worker-died` gap.
 - Stopping takes at most `ssetap_stop_timeout_ms`: what cannot be shipped by then becomes a
   `stopped` gap, and a worker that does not finish in time is killed (its capture is then
-  marked interrupted, like after a crash).
+  marked interrupted, like after a crash). It happens once the event loop is gone, not in
+  the `done` hook: connections go on forwarding until asyncio tears them down, and those last
+  bytes are recorded too; whatever is queued after the sender's last look goes out as
+  `stopped` gaps, so recorded + shed = sent holds for streams still open at the stop.
 - Forwarded traffic is never modified; redaction happens on the stored copy in the worker.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -64,6 +68,14 @@ EXIT_CANNOT_START = 2
 MIN_SHED_SECONDS = 1.0
 MAX_SHED_SECONDS = 8.0
 RECURRENCE_SECONDS = 5.0
+
+
+def _shutting_down() -> bool:
+    """Whether mitmproxy is exiting (not just unloading this addon)."""
+    try:
+        return bool(ctx.master.should_exit.is_set())
+    except AttributeError:
+        return False
 
 
 def _client_addr(flow: http.HTTPFlow) -> str:
@@ -154,6 +166,7 @@ class WorkerLink:
 
     def _run(self) -> None:
         while True:
+            cycle = time.monotonic()
             self._take()
             now = time.monotonic()
             stopping = self._stop.is_set()
@@ -173,51 +186,74 @@ class WorkerLink:
                 if (not self.queue and not self._held and not self._out) or self._dead \
                         or now >= self._hard_deadline:
                     return
-            if not wrote and not self.queue:
-                self._stop.wait(SEND_INTERVAL) if not stopping else time.sleep(0.002)
+                if not wrote and not self.queue:
+                    time.sleep(0.002)
+                continue
+            # One frame per interval, not one per chunk: what arrives meanwhile waits for the
+            # next cycle. Each cycle takes the GIL from the event loop (which then waits for
+            # it after its next system call) and wakes the worker, so under a busy stream
+            # fewer, larger batches cost the proxy and the worker less per event.
+            rest = cycle + SEND_INTERVAL - time.monotonic()
+            if rest > 0 and len(self.queue) < MAX_FRAME_EVENTS:
+                self._stop.wait(rest)
 
     def _take(self) -> None:
         """Move what the hooks and taps queued to the held backlog (or shed it)."""
         queue, held, flows = self.queue, self._held, self._flows
-        shedding = self._shedding_since is not None
-        for _ in range(len(queue)):
-            fact = queue.popleft()
-            code = fact[0]
-            if self._dead:
+        popleft = queue.popleft
+        if self._dead:
+            for _ in range(len(queue)):
+                popleft()
                 self._lost_facts += 1
-                continue
-            if code == wire.CHUNK:
+            return
+        shedding = self._shedding_since is not None
+        chunk_code = wire.CHUNK
+        held_append = held.append
+        held_bytes = 0
+        # The flow of the previous chunk and its entry: a batch is mostly runs of one flow.
+        last_id: str | None = None
+        info: list[Any] | None = None
+        for _ in range(len(queue)):
+            fact = popleft()
+            if fact[0] == chunk_code:
                 data = fact[3]
-                info = flows.get(fact[1])
+                if fact[1] is not last_id:
+                    last_id = fact[1]
+                    info = flows.get(last_id)
                 tail = b""
                 if info is not None:
                     tail = info[3]
                     info[2] += len(data)
-                    info[3] = data[-3:] if len(data) >= 3 else (tail + data)[-3:]
+                    # The stream's last bytes so far: the chunk itself (sliced only when
+                    # needed), or, after a chunk shorter than three bytes, what it completes.
+                    info[3] = data if len(data) >= 3 else (tail[-3:] + data)[-3:]
                 if shedding:
                     self._shed_chunk(fact, tail)
                     continue
-                held.append(fact)
-                self._held_bytes += len(data) + 200
+                held_append(fact)
+                held_bytes += len(data) + 200
                 continue
+            last_id = info = None
             flow_id = fact[1]
+            code = fact[0]
             if code == wire.REQUEST:
                 flows[flow_id] = [fact[:7] + (None, fact[8], fact[9]), None, 0, b""]
             elif code == wire.RESPONSE_HEADERS:
-                info = flows.get(flow_id)
-                if info is not None:
-                    info[1] = fact
+                entry = flows.get(flow_id)
+                if entry is not None:
+                    entry[1] = fact
             elif code in (wire.END, wire.ERROR):
                 flows.pop(flow_id, None)
                 if shedding and flow_id in self._shed:
                     self._emit_gap(flow_id, self._shed.pop(flow_id))
-            held.append(fact)
-            self._held_bytes += wire.fact_size(fact)
+            held_append(fact)
+            held_bytes += wire.fact_size(fact)
+        self._held_bytes += held_bytes
 
     def _shed_chunk(self, fact: wire.Fact, tail: bytes) -> None:
         entry = self._shed.get(fact[1])
         if entry is None:
-            entry = self._shed[fact[1]] = _Shed(fact[2], tail)
+            entry = self._shed[fact[1]] = _Shed(fact[2], tail[-3:])
         before = entry.events
         entry.add(fact[2], fact[3])
         self._episode[0] += 1
@@ -327,15 +363,22 @@ class WorkerLink:
 
     def _frame(self) -> None:
         held = self._held
-        batch: list[wire.Fact] = []
-        size = 0
-        popleft, append, chunk, fact_size = held.popleft, batch.append, wire.CHUNK, wire.fact_size
-        while held and len(batch) < MAX_FRAME_EVENTS and size < MAX_FRAME_BYTES:
-            fact = popleft()
-            append(fact)
-            # The same sizes `_take` counted (inlined for chunks: this runs per chunk).
-            size += len(fact[3]) + 200 if fact[0] == chunk else fact_size(fact)
-        self._held_bytes = max(0, self._held_bytes - size)
+        if len(held) <= MAX_FRAME_EVENTS and self._held_bytes <= MAX_FRAME_BYTES:
+            # The usual case: everything held fits one frame (taken whole, in C).
+            batch = list(held)
+            held.clear()
+            self._held_bytes = 0
+        else:
+            batch = []
+            size = 0
+            popleft, append, chunk = held.popleft, batch.append, wire.CHUNK
+            fact_size = wire.fact_size
+            while held and len(batch) < MAX_FRAME_EVENTS and size < MAX_FRAME_BYTES:
+                fact = popleft()
+                append(fact)
+                # The same sizes `_take` counted (inlined for chunks: this runs per chunk).
+                size += len(fact[3]) + 200 if fact[0] == chunk else fact_size(fact)
+            self._held_bytes = max(0, self._held_bytes - size) if held else 0
         self._out_t = _fact_time(batch[0])
         self._out = memoryview(wire.encode_frame(batch))
 
@@ -379,6 +422,19 @@ class WorkerLink:
             self._held.append((wire.RESUME, flow_id, now, request, headers, offset))
             self._held_bytes += 1000
 
+    def _ship_late(self, deadline: float) -> None:
+        """After the sender ended: what the hooks and taps queued after its last look (the
+        traffic went on while the link stopped accepting facts) goes out as `stopped` gaps
+        and structural facts, so that recorded + shed = sent still holds for every stream."""
+        if self._dead or not self.queue:
+            return
+        if self._shedding_since is None or self._shed_reason != wire.STOPPED:
+            self._start_shedding(wire.STOPPED, time.monotonic())
+        self._take()
+        self._flush_shed()
+        while (self._held or self._out) and not self._dead and time.monotonic() < deadline:
+            self._write(deadline)
+
     # Owner side --------------------------------------------------------------------------
 
     def close(self, timeout: float | None = None) -> LinkOutcome:
@@ -390,6 +446,8 @@ class WorkerLink:
         self._drain_deadline = start + timeout * 0.5
         self._stop.set()
         self._thread.join(max(0.0, self._hard_deadline - time.monotonic()) + 0.5)
+        if not self._thread.is_alive():
+            self._ship_late(start + timeout * 0.8)
         assert self.proc.stdin is not None
         with contextlib.suppress(OSError):
             self.proc.stdin.close()
@@ -465,12 +523,21 @@ class Recorder:
         self._append = self.link.queue.append
 
     def stop(self) -> None:
+        """Finish the recording (bounded by the stop timeout); idempotent."""
+        atexit.unregister(self.stop)
         if self.link is not None:
             self._append = None
             self.outcome = self.link.close()
             self.link = None
 
     def done(self) -> None:
+        if self.link is not None and _shutting_down():
+            # The proxy is exiting, and its connections go on forwarding until asyncio tears
+            # them down, after this hook: the link stays open until then, so those last bytes
+            # are recorded too. `ssetap record` stops it once the event loop is gone (see
+            # recorder.proxy.run_proxy); under plain `mitmdump -s`, the exit does.
+            atexit.register(self.stop)
+            return
         self.stop()
 
     # Hooks --------------------------------------------------------------------------------

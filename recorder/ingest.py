@@ -21,7 +21,7 @@ Design notes:
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -46,7 +46,8 @@ from recorder.events import (
     StreamOpened,
     Tick,
 )
-from recorder.gaps import WORKER_DIED, CaptureGap
+from recorder.handshake import session_facts
+from recorder.ingest_gaps import GapIngest
 from recorder.ingest_state import (
     MAX_STORED_BODY,
     FlowState,
@@ -75,6 +76,7 @@ from recorder.model import (
 )
 from recorder.redact import Redactor, session_param
 from recorder.redact_stage import RedactionStage
+from recorder.redact_stage import Sink as StoreSink
 from recorder.sse import SseParser
 from recorder.wire import GAP, INJECTION, RESUME, Fact
 
@@ -91,14 +93,17 @@ RawEvent = Fact
 TAIL_FLUSH_SECONDS = 0.05
 
 
-class Ingest:
+class Ingest(GapIngest):
     """The recorder's core: feed it raw events, it writes rows and notifies observers."""
 
-    def __init__(self, sink: Sink, redactor: Redactor, observers: list[Observer] | None = None,
-                 *, update_interval: float = 1.0) -> None:
-        # Rows leave ingest through the redaction stage (the worker may share one with the
-        # observers, so that their flags are redacted by the same learned secrets).
-        self.sink = sink if isinstance(sink, RedactionStage) else RedactionStage(sink, redactor)
+    def __init__(self, sink: Sink | StoreSink, redactor: Redactor,
+                 observers: list[Observer] | None = None, *,
+                 update_interval: float = 1.0) -> None:
+        # Events leave ingest through the redaction stage: `sink` is one (the worker shares
+        # it with the observers, so that their flags are redacted by the same learned
+        # secrets), or the store's writer (or any sink of rows) to put one in front of.
+        self.sink: Sink = sink if isinstance(sink, RedactionStage) else RedactionStage(
+            cast(StoreSink, sink), redactor)
         self.redactor = redactor
         self.observers = observers or []
         self.correlator = Correlator()
@@ -160,6 +165,7 @@ class Ingest:
             self._flush_state()
             self._last_flush = t
         self._record(Tick(t))
+        self.sink.submit()  # what waits in the writer's buffer goes to its thread now
 
     def close(self, t: float) -> None:
         """End of recording: close what is still open, as the recorder saw it."""
@@ -366,107 +372,6 @@ class Ingest:
         self._store_chunk(stream, t, data)
         self._touch(flow.session, t)
 
-    # Gaps and resumed flows ---------------------------------------------------------------------
-
-    def _gap(self, flow_id: str | None, t_start: float, t_end: float, size: int, chunks: int,
-             events: int | None, reason: str, offset: int | None = None,
-             tail: bytes = b"") -> None:
-        """The proxy shed `size` bytes of a flow (or its worker died): record the gap and let
-        the stream's offsets and parser go on as if the bytes had passed."""
-        flow = self.flows.get(flow_id) if flow_id is not None else None
-        if flow is None:
-            self.sink.record_gap(CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
-                                            events=events))
-            return
-        self.now = max(self.now, t_end)
-        session_id = flow.session.id if flow.session else None
-        stream = flow.stream
-        if stream is None:
-            # Part of a plain body is gone: the body is not stored, its size still counts.
-            flow.response_gap = True
-            flow.response_size += size
-            flow.response_parts.clear()
-            self.sink.record_gap(CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
-                                            events=events, session_id=session_id,
-                                            exchange_id=flow.exchange_id))
-            return
-        # What the redaction stage holds back goes out now: the next bytes are not its
-        # neighbours on the wire.
-        self.sink.flush_stream(stream.id)
-        self._record_pending_gap(stream)
-        start = stream.stored_offset
-        stream.stored_offset += size
-        stream.byte_count += size
-        stream.chunks += chunks
-        stream.dirty = True
-        # The event the gap cut into is lost whole: a fresh parser skips to its end, unless the
-        # gap ended exactly at an event's blank line (then the next byte starts an event).
-        stream.parser = SseParser.continued(stream.byte_count)
-        stream.resync = not tail.endswith((b"\n\n", b"\n\r\n"))
-        stream.resync_tail = tail[-2:]
-        stream.pending_gap = CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
-                                        events=events, session_id=session_id,
-                                        exchange_id=flow.exchange_id, stream_id=stream.id,
-                                        start_offset=start)
-        if not stream.resync:
-            self._record_pending_gap(stream)
-
-    def _record_pending_gap(self, stream: StreamState, *, resynced: bool = False) -> None:
-        gap = stream.pending_gap
-        if gap is None:
-            return
-        stream.pending_gap = None
-        if resynced and gap.events is not None:
-            # The event cut by the gap ended after it and was skipped: it is part of the gap.
-            gap = CaptureGap(gap.reason, gap.started_at, gap.ended_at, bytes=gap.bytes,
-                             chunks=gap.chunks, events=gap.events + 1, session_id=gap.session_id,
-                             exchange_id=gap.exchange_id, stream_id=gap.stream_id,
-                             start_offset=gap.start_offset)
-        self.sink.record_gap(gap)
-
-    def _resync(self, stream: StreamState, data: bytes) -> bytes:
-        """Skip the rest of an event cut by a gap; returns the bytes after its blank line."""
-        joined = stream.resync_tail + data
-        ends = [i for i in (joined.find(b"\n\n"), joined.find(b"\n\r\n")) if i >= 0]
-        if not ends:
-            stream.resync_tail = joined[-2:]
-            stream.parser = SseParser.continued(stream.byte_count)
-            return b""
-        end = min(ends)
-        end += 2 if joined[end + 1:end + 2] == b"\n" else 3
-        consumed = end - len(stream.resync_tail)
-        stream.resync, stream.resync_tail = False, b""
-        stream.parser = SseParser.continued(stream.byte_count - len(data) + consumed)
-        self._record_pending_gap(stream, resynced=True)
-        return data[consumed:]
-
-    def _resume(self, flow_id: str, t: float, request: RawEvent, headers: RawEvent | None,
-                offset: int, recorded: int | None) -> None:
-        """A flow that was open when the previous worker died: record it as a new exchange
-        (and stream) of the same capture, its bytes counted from `offset` on the wire, and
-        what the dead worker never stored (`recorded` is what it did) as a gap."""
-        if flow_id in self.flows:
-            return
-        self._request(*request[1:9], body_size=request[9] if len(request) > 9 else None)
-        if headers is not None:
-            self._response_headers(*headers[1:])
-        flow = self.flows.get(flow_id)
-        if flow is None:
-            return
-        start = recorded if recorded is not None and recorded <= offset else None
-        if flow.stream is not None:
-            stream = flow.stream
-            stream.byte_count = stream.stored_offset = start if start is not None else 0
-            if start is None:
-                start = 0
-            self._gap(flow_id, t, t, offset - start, 0, None, WORKER_DIED)
-            if offset - start == 0:
-                stream.resync = False
-                stream.pending_gap = None
-                stream.parser = SseParser.continued(offset)
-        elif offset:
-            self._gap(flow_id, t, t, offset, 0, None, WORKER_DIED)
-
     def _store_chunk(self, stream: StreamState, t: float, data: bytes) -> None:
         if data:
             self._write_chunk(stream, stream.stored_offset, t, data)
@@ -645,52 +550,9 @@ class Ingest:
 
     def _session_facts(self, session: SessionState, message: Any, direction: str,
                        t: float) -> None:
-        """Client, server and protocol version from the handshake (both generations)."""
-        payload = message.payload
-        if not isinstance(payload, dict):
-            return
-        changes: dict[str, Any] = {}
-        if message.kind == REQUEST and direction == C2S:
-            params = payload.get("params")
-            if not isinstance(params, dict):
-                return
-            info = None
-            if message.method == "initialize":
-                info = params.get("clientInfo")
-                version = params.get("protocolVersion")
-                if isinstance(version, str):
-                    changes["requested_protocol_version"] = version
-            meta = params.get("_meta")
-            if isinstance(meta, dict):
-                # 2026-07-28: every request carries client info and version in `_meta`.
-                for key, value in meta.items():
-                    if key.endswith("/clientInfo") and info is None:
-                        info = value
-                    elif key.endswith("/protocolVersion") and isinstance(value, str) \
-                            and not session.initialized:
-                        changes["protocol_version"] = value
-            if isinstance(info, dict) and not session.initialized:
-                if isinstance(info.get("name"), str):
-                    changes["client_name"] = info["name"]
-                if isinstance(info.get("version"), str):
-                    changes["client_version"] = info["version"]
-        elif message.kind == RESULT and direction == S2C:
-            result = payload.get("result")
-            if not isinstance(result, dict):
-                return
-            info = result.get("serverInfo")
-            meta = result.get("_meta")
-            if not isinstance(info, dict) and isinstance(meta, dict):
-                # 2026-07-28 (`server/discover`): server info travels in the result's `_meta`.
-                info = next((v for k, v in meta.items() if k.endswith("/serverInfo")), None)
-            if not isinstance(info, dict):
-                return
-            if isinstance(info.get("name"), str):
-                changes["server_name"] = info["name"]
-            if isinstance(info.get("version"), str):
-                changes["server_version"] = info["version"]
-            if isinstance(result.get("protocolVersion"), str):
-                changes["protocol_version"] = result["protocolVersion"]
-                session.initialized = True
+        """Client, server and protocol version from the handshake (recorder.handshake)."""
+        changes = session_facts(message, direction, session.initialized)
         if changes:
+            if message.kind == RESULT and "protocol_version" in changes:
+                session.initialized = True
             self._record(SessionLearned(t, session.id, **changes))

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -132,6 +133,9 @@ class _UpstreamGuard:
 
 class _ConsoleLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "asyncio" and record.exc_info \
+                and isinstance(record.exc_info[1], asyncio.CancelledError):
+            return  # a connection's task cancelled as asyncio tears the proxy down at exit
         print(f"ssetap: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
 
 
@@ -139,10 +143,38 @@ def run_proxy(config: ProxyConfig) -> int:
     """Run until SIGINT/SIGTERM, then stop within the stop timeout: 0 for a complete
     capture, 3 (EXIT_INCOMPLETE) when something was shed or lost, 2 if it could not listen."""
     check_port_free(config.listen_host, config.listen_port)
-    return asyncio.run(_run(config))
+    handler = _ConsoleLog(logging.ERROR if config.quiet else logging.WARNING)
+    logging.getLogger().addHandler(handler)
+    recorder = Recorder()
+    try:
+        failed = asyncio.run(_run(config, recorder))
+    finally:
+        # Here, once the event loop is gone, not in the `done` hook: the proxy's connections
+        # go on forwarding until asyncio tears them down, after `done`, and what they forward
+        # then is recorded too (or, past the stop timeout, counted as a `stopped` gap).
+        # A second Ctrl-C or SIGTERM while it stops must not cut the capture short (asyncio
+        # put the default handlers back): the stop is bounded anyway.
+        ignored = _ignore_stop_signals()
+        try:
+            recorder.stop()  # bounded by the stop timeout, whatever the worker is doing
+        finally:
+            for sig, previous in ignored.items():
+                signal.signal(sig, previous)
+            logging.getLogger().removeHandler(handler)
+    if failed:
+        return 2
+    outcome = recorder.outcome
+    return 0 if outcome is None or outcome.complete else EXIT_INCOMPLETE
 
 
-async def _run(config: ProxyConfig) -> int:
+def _ignore_stop_signals() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+async def _run(config: ProxyConfig, recorder: Recorder) -> bool:
+    """Run the proxy until it is told to stop; whether it failed to listen."""
     from mitmproxy import options
     from mitmproxy.tools.dump import DumpMaster
 
@@ -150,10 +182,7 @@ async def _run(config: ProxyConfig) -> int:
     opts = options.Options(listen_host=config.listen_host, listen_port=config.listen_port,
                            mode=mode)
     master = DumpMaster(opts, with_termlog=False, with_dumper=False)
-    handler = _ConsoleLog(logging.ERROR if config.quiet else logging.WARNING)
-    logging.getLogger().addHandler(handler)
     announcer = _Announcer(config)
-    recorder = Recorder()
     master.addons.add(recorder, announcer)
     if config.mode == "regular" and config.allow_upstream:
         master.addons.add(_UpstreamGuard(config.allow_upstream))
@@ -184,12 +213,5 @@ async def _run(config: ProxyConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, master.shutdown)
-    try:
-        await master.run()
-    finally:
-        recorder.stop()  # bounded by the stop timeout, whatever the worker is doing
-        logging.getLogger().removeHandler(handler)
-    if announcer.failed:
-        return 2
-    outcome = recorder.outcome
-    return 0 if outcome is None or outcome.complete else EXIT_INCOMPLETE
+    await master.run()
+    return announcer.failed

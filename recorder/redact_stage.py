@@ -204,6 +204,12 @@ class RedactionStage:
     def next_id(self, table: str) -> int:
         return self.sink.next_id(table)
 
+    def submit(self) -> None:
+        """Hand what the store's writer buffered to its thread (a no-op for other sinks)."""
+        submit = getattr(self.sink, "submit", None)
+        if submit is not None:
+            submit()
+
     # Rows in ---------------------------------------------------------------------------------
 
     def insert(self, table: str, row: dict[str, Any]) -> None:

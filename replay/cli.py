@@ -171,7 +171,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from recorder.listen import ListenError, check_exposure
     from replay.catalog import build_catalog
     from replay.host_guard import HostRules
-    from replay.mock import MockError, MockServer
+    from replay.mock import MockError
+    from replay.mock_server import MockServer
 
     faults = fault_config_from(args)  # validated before anything starts
     host, port = parse_listen(args.listen)

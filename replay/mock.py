@@ -34,7 +34,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -42,7 +42,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from recorder.asgi_thread import AppServer, AppServerError
 from recorder.jsonrpc import classify, id_key
 from recorder.model import NOTIFICATION, REQUEST
 from replay.catalog import (
@@ -57,13 +56,11 @@ from replay.catalog import (
     choose_profile,
 )
 from replay.event_log import EventStore
-from replay.host_guard import HostGuard, HostRules
 from replay.matching import Matcher
 from replay.plan import RECORDED, Timing
 
 if TYPE_CHECKING:
-    from recorder.faults import FaultConfig
-    from replay.mock_faults import FaultMiddleware
+    pass
 
 _SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 _SERVER_INFO = {"name": "ssetap-mock", "version": "0.1.0"}
@@ -570,59 +567,3 @@ class MockApp:
                 session.playing.pop(key, None)
 
         session.spawn(play())
-
-
-# --- Running it -------------------------------------------------------------------------------
-
-
-class MockServer(AppServer):
-    """A mock serving a catalog (see MockApp) from a background thread."""
-
-    def __init__(self, catalog: Catalog, *, host: str = "127.0.0.1", port: int = 0,
-                 timing: Timing = RECORDED, host_rules: HostRules | None = None,
-                 log: Callable[[str], None] | None = None,
-                 faults: FaultConfig | None = None) -> None:
-        self.mock = MockApp(catalog, timing, log)
-        app: Any = self.mock.app
-        self.faults: FaultMiddleware | None = None
-        if faults is not None and faults.specs:
-            # `--fault`: the mock misbehaves on purpose (replay.mock_faults).
-            from replay.mock_faults import FaultMiddleware
-
-            app = self.faults = FaultMiddleware(app, faults)
-        # Host and Origin checked before the mock (or a fault) sees a request (DNS rebinding).
-        self.guard = HostGuard(app, host_rules or HostRules.for_listener(host))
-        try:
-            super().__init__(self.guard, host=host, port=port, name="ssetap-mock")
-        except AppServerError as exc:
-            raise MockError(str(exc)) from None
-
-    def start(self, timeout: float = 10.0) -> Self:
-        try:
-            return super().start(timeout)
-        except AppServerError as exc:
-            raise MockError(str(exc)) from None
-
-    @property
-    def mcp_url(self) -> str:
-        return self.url + self.mock.catalog.streamable_path
-
-    @property
-    def sse_url(self) -> str:
-        return self.url + self.mock.catalog.sse_path
-
-    @property
-    def recorded_url(self) -> str:
-        """The endpoint of the transport the capture was recorded on."""
-        return self.sse_url if self.mock.catalog.recorded_transport == "sse" else self.mcp_url
-
-
-def serve_capture(capture: str, *, session: str | None = None, host: str = "127.0.0.1",
-                  port: int = 0, timing: Timing = RECORDED,
-                  faults: FaultConfig | None = None) -> MockServer:
-    """Load a capture and start a mock for it (in a background thread); call `.stop()`."""
-    from replay.catalog import build_catalog
-    from replay.recording import load_recordings
-
-    catalog = build_catalog(load_recordings(capture, session, with_streams=True))
-    return MockServer(catalog, host=host, port=port, timing=timing, faults=faults).start()

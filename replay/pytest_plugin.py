@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from replay.mock import MockServer
+    from replay.mock_server import MockServer
     from replay.results import ReplayResult
 
 
@@ -105,7 +105,7 @@ def ssetap_mock() -> Iterator[Callable[..., str]]:
               fault_after: str | float | None = None, fault_every: str | float | None = None,
               fault_sessions: int | None = None) -> str:
         from recorder.faults import fault_config
-        from replay.mock import serve_capture
+        from replay.mock_server import serve_capture
         from replay.plan import parse_timing
 
         config = fault_config(faults, after=fault_after, every=fault_every,

@@ -33,6 +33,9 @@ from recorder.store.schema import TABLES, StoreError, create_private, migrate, s
 # Rows of traffic data: under a write failure these are dropped (and counted as a gap), the
 # rest of a failed batch is retried.
 _DATA_TABLES = frozenset({"chunks", "sse_events", "messages"})
+# Operations handed to the writer thread at once, and applied in one transaction at most.
+_SUBMIT_EVERY = 512
+_BATCH_OPS = 20_000
 
 
 def _print_line(line: str) -> None:
@@ -160,6 +163,9 @@ class StoreWriter:
                                        timeout=1.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # 16 MB of page cache (the default is 2 MB): the three tables a busy stream appends
+            # to, and their indexes, stay in memory between batches.
+            self._db.execute("PRAGMA cache_size=-16384")
             migrate(self._db)
             self.recovered = recover_interrupted(self._db)
             if recording:
@@ -185,6 +191,11 @@ class StoreWriter:
         self._event_inserts = {kind: (table, self._insert_sql(table, columns), len(columns))
                                for kind, (table, columns) in INSERTS.items()}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Operations are appended here and handed to the thread in lists (`submit`): one queue
+        # operation per batch, not three per SSE event. Producer thread only.
+        self._buffer: list[Any] = []
+        self._submitted = 0
+        self._taken = 0
         self._batch_seconds = batch_seconds
         self._report = report or _print_line
         self._error: BaseException | None = None
@@ -206,22 +217,38 @@ class StoreWriter:
 
     def write(self, event: Event) -> None:
         """Queue an event; the writer thread turns it into its rows."""
-        self._queue.put(("e", event))
+        buffer = self._buffer
+        buffer.append(("e", event))
+        if len(buffer) >= _SUBMIT_EVERY:
+            self.submit()
 
     def insert(self, table: str, row: dict[str, Any]) -> None:
-        self._queue.put(("i", table, row))
+        self._put(("i", table, row))
 
     def update(self, table: str, row_id: int, changes: dict[str, Any]) -> None:
         if changes:
-            self._queue.put(("u", table, row_id, changes))
+            self._put(("u", table, row_id, changes))
 
     def record_gap(self, gap: gaps.CaptureGap) -> None:
         """Queue a `capture_gaps` row and its `capture-gap` flag."""
-        self._queue.put(("g", gap))
+        self._put(("g", gap))
+
+    def submit(self) -> None:
+        """Hand what was queued so far to the writer thread (the recorder does this after
+        each read and tick; `flush` and `close` do it too)."""
+        if self._buffer:
+            ops, self._buffer = self._buffer, []
+            self._submitted += len(ops)
+            self._queue.put(("B", ops))
+
+    def _put(self, op: Any) -> None:
+        self._buffer.append(op)
+        if len(self._buffer) >= _SUBMIT_EVERY:
+            self.submit()
 
     def backlog(self) -> int:
         """Operations queued and not yet applied (approximate)."""
-        return self._queue.qsize() + len(self._retry)
+        return self._submitted - self._taken + len(self._buffer) + len(self._retry)
 
     @property
     def complete(self) -> bool:
@@ -229,17 +256,18 @@ class StoreWriter:
         return self.failures == 0
 
     def set_meta(self, key: str, value: str) -> None:
-        self._queue.put(("m", key, value))
+        self._put(("m", key, value))
 
     def delete_where(self, table: str, column: str, value: Any) -> None:
         """Queue `DELETE FROM table WHERE column = value` (check replacing its own flags)."""
         if table not in self._columns or column not in self._columns[table]:
             raise StoreError(f"unknown column {table}.{column}")
-        self._queue.put(("d", table, column, value))
+        self._put(("d", table, column, value))
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Block until every operation queued before this call is applied (or failed)."""
         done = threading.Event()
+        self.submit()
         self._queue.put(("f", done))
         if not done.wait(timeout):
             raise StoreError("the capture writer did not catch up in time")
@@ -255,6 +283,7 @@ class StoreWriter:
         if self._closed:
             return
         self._closed = True
+        self.submit()
         self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -323,21 +352,31 @@ class StoreWriter:
                 self._retry = []
 
     def _take(self, wait: float | None) -> list[Any]:
-        if wait is None:
-            batch = [self._queue.get()]
-        else:
-            try:
-                batch = [self._queue.get(timeout=wait)]
-            except queue.Empty:
-                return []
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        try:
+            item = get() if wait is None else get(timeout=wait)
+        except queue.Empty:
+            return []
+        batch: list[Any] = []
         deadline = time.monotonic() + self._batch_seconds
-        while len(batch) < 20000:
-            remaining = deadline - time.monotonic()
-            try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0
-                             else self._queue.get_nowait())
-            except queue.Empty:
+        while True:
+            if item is not None and item[0] == "B":
+                batch += item[1]
+                self._taken += len(item[1])
+            else:
+                batch.append(item)
+            if len(batch) >= _BATCH_OPS:
                 break
+            try:
+                item = get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = get(timeout=remaining)
+                except queue.Empty:
+                    break
         return batch
 
     def _attempt(self, ops: list[Any]) -> BaseException | None:

@@ -90,3 +90,42 @@ def test_plain_mitmdump_with_the_addon_script(tmp_path, mcp_server):
     assert conn.execute("SELECT client_name, server_name FROM sessions").fetchall() == [
         ("plain", "ssetap-demo")]
     assert conn.execute("SELECT method, outcome FROM calls").fetchall() == [("initialize", "result")]
+
+
+def test_chunks_tapped_after_the_link_stopped_taking_facts_are_a_stopped_gap(tmp_path):
+    """What a tap forwards after the sender's last look is counted as shed (`stopped`), so
+    recorded + shed = sent holds for a stream still open when the recording stops."""
+    db = tmp_path / "c.db"
+    addon = Recorder()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, ssetap_db=str(db))
+        flow = tflow.tflow(req=tutils.treq(method=b"GET", path=b"/sse"))
+        addon.request(flow)
+        flow.response = tutils.tresp(headers=[(b"content-type", b"text/event-stream")],
+                                     content=None)
+        addon.responseheaders(flow)
+        tap = flow.response.stream
+        for chunk in CHUNKS[:2]:
+            tap(chunk)
+        link = addon.link
+        assert link is not None
+        deadline = time.monotonic() + 10
+        while link.queue or link._held or link._out:  # shipped to the worker
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # The sender stops (its deadlines passed) ...
+        link._hard_deadline = 0.0
+        link._stop.set()
+        link._thread.join(10)
+        assert not link._thread.is_alive()
+        # ... while the stream goes on: these bytes were forwarded after its last look.
+        late = CHUNKS[2:]
+        assert [tap(c) for c in late] == late
+        addon.stop()
+    assert addon.outcome is not None and not addon.outcome.complete
+    conn = sqlite3.connect(db)
+    (recorded,) = conn.execute("SELECT coalesce(sum(length(data)), 0) FROM chunks").fetchone()
+    gaps = conn.execute("SELECT reason, bytes, events FROM capture_gaps").fetchall()
+    # Two blank lines end SSE blocks in the late bytes: the ping comment's and the event's.
+    assert gaps == [("stopped", sum(map(len, late)), 2)]
+    assert recorded + gaps[0][1] == sum(map(len, CHUNKS))

@@ -97,12 +97,21 @@ def test_sigterm_under_overload_exits_within_the_stop_timeout(tmp_path, producer
         time.sleep(3)
         rec.proc.send_signal(signal.SIGTERM)
         code, took = wait_exit(rec.proc, 60)
+        # The proxy is gone: the client has read all it will ever get.
+        assert client.join(30), "the stream did not end with the proxy"
     finally:
         client.close()
         rec.stop(signal.SIGKILL)
     assert code is not None, "record did not exit"
     assert took < 4 + 6, f"stopping took {took:.1f} s"
     assert integrity(db) == "ok"
+    # The stream was still open at SIGTERM and went on until the proxy exited: all it
+    # forwarded is recorded or shed (overload, or `stopped` once the stop ran out of time),
+    # to the byte and the event.
+    assert client.events > 20_000 and not client.done
+    _assert_accounted(db, client)
+    (account,) = stream_accounts(db)
+    assert account.reasons <= {"overload", "stopped"}, account
 
 
 def test_many_concurrent_paced_streams_are_held_whole(tmp_path, producer):

@@ -29,8 +29,8 @@ from mcp.server.fastmcp import Context, FastMCP
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.context import RequestContext
 
+from recorder.asgi_thread import AppServer
 from recorder.demo_server import build_server
-from replay.mock import AppServer
 
 __all__ = ["LENIENT", "ROOT", "McpError", "record_capture", "types"]  # re-exported for the tests that import them here
 

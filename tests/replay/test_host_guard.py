@@ -9,7 +9,7 @@ import pytest
 
 from recorder.cli import main
 from replay.host_guard import HostRules
-from replay.mock import serve_capture
+from replay.mock_server import serve_capture
 from replay.plan import FAST
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -18,7 +18,7 @@ import pytest
 from replay_helpers import ROOT, Capture, McpError, open_client, text_of, types
 
 from recorder.faults import fault_config
-from replay.mock import serve_capture
+from replay.mock_server import serve_capture
 from replay.plan import parse_timing
 
 TRANSPORTS = ["sse", "streamable-http"]

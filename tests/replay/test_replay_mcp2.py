@@ -14,7 +14,7 @@ import pytest
 from recording_helpers import LENIENT, ROOT, record_capture
 
 from replay.engine import ReplayOptions, replay_async
-from replay.mock import serve_capture
+from replay.mock_server import serve_capture
 from replay.plan import FAST
 from replay.verdict import parse_latency_limit
 from tests.sdk_peers import mcp2_python

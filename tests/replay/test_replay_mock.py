@@ -19,7 +19,7 @@ import pytest
 from replay_helpers import ROOT, Capture, McpError, open_client, run_scenario, text_of
 
 from replay.catalog import PROGRESS, build_catalog
-from replay.mock import MockServer
+from replay.mock_server import MockServer
 from replay.plan import RECORDED, Timing
 from replay.recording import load_recordings
 

@@ -13,7 +13,7 @@ from replay_helpers import Capture, asking, open_client, record_capture, start_t
 from recorder.model import SseEvent
 from recorder.sse import SseParser
 from replay.catalog import build_catalog
-from replay.mock import MockServer
+from replay.mock_server import MockServer
 from replay.plan import RECORDED
 from replay.recording import load_recordings
 

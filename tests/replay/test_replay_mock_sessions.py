@@ -28,7 +28,8 @@ from replay.catalog import (
     choose_profile,
 )
 from replay.matching import Candidate, MatchIndex
-from replay.mock import MockApp, MockServer
+from replay.mock import MockApp
+from replay.mock_server import MockServer
 from replay.plan import FAST
 from replay.recording import load_recordings
 

@@ -114,7 +114,7 @@ def test_imported_capture_replays_against_a_live_server(chain, tmp_path, capsys,
 def test_imported_capture_serves_as_a_mock(chain, tmp_path):
     """`ssetap serve`'s mock answers the SDK's client from an imported flow file."""
     from replay.catalog import build_catalog
-    from replay.mock import MockServer
+    from replay.mock_server import MockServer
     from replay.plan import Timing
     from replay.recording import load_recordings
 
