@@ -60,7 +60,6 @@ from recorder.ingest_state import (
     lower_headers,
 )
 from recorder.jsonrpc import decode
-from recorder.legacy_observations import Observation  # noqa: F401  (temporary: recorder.health)
 from recorder.model import (
     C2S,
     INVALID,

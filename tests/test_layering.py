@@ -15,7 +15,7 @@ PURE = {"recorder/model.py", "recorder/sse.py", "recorder/ingest.py", "recorder/
         "recorder/fault_stream.py", "recorder/report.py", "replay/diff.py",
         "replay/matching.py", "replay/recorded.py", "replay/plan.py", "replay/catalog.py",
         "recorder/otel.py", "recorder/otel_live.py", "recorder/events.py",
-        "recorder/store/event_rows.py", "recorder/legacy_observations.py",
+        "recorder/store/event_rows.py",
         "recorder/handshake.py", "recorder/ingest_gaps.py"}
 # Every module of the health package is a pure core too (new detectors included), except the
 # schema check, which may import the official `mcp_types` wire models (pydantic).
