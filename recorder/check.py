@@ -95,6 +95,7 @@ def events(capture: Capture) -> Iterator[Event]:
     """
     from recorder.correlate import Correlator
     from recorder.events import MessageSeen
+    from recorder.gaps import CaptureGap
     from recorder.model import REQUEST, RpcMessage
     from recorder.store import event_rows as er
 
@@ -127,6 +128,10 @@ def events(capture: Capture) -> Iterator[Event]:
                 lambda r: (r["closed_at"], _STREAM_CLOSE, r["id"], 0, 0, 0), er.stream_closed),
         _tagged(capture.health_exchanges("ended_at"),
                 lambda r: (r["ended_at"], _EXCHANGE_END, r["id"], 0, 0, 0), er.exchange_ended),
+        # What the recording could not keep, where the live checks learned of it.
+        _tagged(sorted(capture.gaps(), key=lambda r: (r["ended_at"], r["id"])),
+                lambda r: (r["ended_at"], _STREAM, r["stream_id"] or 0, -1, r["id"], 0),
+                CaptureGap.from_row),
     ]
     correlator = Correlator()
     for _, event in heapq.merge(*sources, key=lambda item: item[0]):

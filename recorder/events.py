@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from recorder.gaps import CaptureGap
+
 Headers = tuple[tuple[str, str], ...]
 
 
@@ -355,7 +357,9 @@ class Tick(NamedTuple):
     t: float
 
 
+# What the recording could not keep (recorder.gaps.CaptureGap, its `t` is when the gap ended)
+# is shown to observers too: bytes passed the proxy then, though they are not in the capture.
 Event = (SessionOpened | SessionLearned | SessionSeen | SessionJoined | RequestSeen
          | ResponseSeen | ExchangeEnded | StreamOpened | ChunkSeen | ChunkStored | SseSeen
          | StreamCounters | StreamClosed | MessageSeen | CallOpened | CallAnswered
-         | CallProgressed | CallCancelled | CallOrphan | InjectionMade | Tick)
+         | CallProgressed | CallCancelled | CallOrphan | InjectionMade | Tick | CaptureGap)

@@ -62,6 +62,20 @@ class CaptureGap:
     details: str | None = None
 
     @property
+    def t(self) -> float:
+        """When the gap ended: where the checks see it in time (recorder.events)."""
+        return self.ended_at
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CaptureGap:
+        """A stored `capture_gaps` row as the value the recorder recorded."""
+        return cls(row["reason"], row["started_at"], row["ended_at"], bytes=row["bytes"] or 0,
+                   chunks=row["chunks"] or 0, events=row["events"],
+                   session_id=row["session_id"], exchange_id=row["exchange_id"],
+                   stream_id=row["stream_id"], start_offset=row["start_offset"],
+                   details=row["details"])
+
+    @property
     def end_offset(self) -> int | None:
         return None if self.start_offset is None else self.start_offset + self.bytes
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from recorder.gaps import WORKER_DIED, CaptureGap
-from recorder.ingest_state import FlowState, Sink, StreamState
+from recorder.ingest_state import FlowState, Observer, Sink, StreamState
 from recorder.sse import SseParser
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ class GapIngest:
 
     flows: dict[str, FlowState]
     sink: Sink
+    observers: list[Observer]
     now: float
     recovered: dict[str, int]
 
@@ -42,8 +43,8 @@ class GapIngest:
         the stream's offsets and parser go on as if the bytes had passed."""
         flow = self.flows.get(flow_id) if flow_id is not None else None
         if flow is None:
-            self.sink.record_gap(CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
-                                            events=events))
+            self._gap_recorded(CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
+                                          events=events))
             return
         self.now = max(self.now, t_end)
         session_id = flow.session.id if flow.session else None
@@ -53,9 +54,9 @@ class GapIngest:
             flow.response_gap = True
             flow.response_size += size
             flow.response_parts.clear()
-            self.sink.record_gap(CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
-                                            events=events, session_id=session_id,
-                                            exchange_id=flow.exchange_id))
+            self._gap_recorded(CaptureGap(reason, t_start, t_end, bytes=size, chunks=chunks,
+                                          events=events, session_id=session_id,
+                                          exchange_id=flow.exchange_id))
             return
         # What the redaction stage holds back goes out now: the next bytes are not its
         # neighbours on the wire.
@@ -75,8 +76,17 @@ class GapIngest:
                                         events=events, session_id=session_id,
                                         exchange_id=flow.exchange_id, stream_id=stream.id,
                                         start_offset=start)
+        # The checks learn of it now (bytes passed: no silence, no burst after one), the
+        # capture once the event it cut is skipped and counted.
+        for observer in self.observers:
+            observer(stream.pending_gap)
         if not stream.resync:
             self._record_pending_gap(stream)
+
+    def _gap_recorded(self, gap: CaptureGap) -> None:
+        self.sink.record_gap(gap)
+        for observer in self.observers:
+            observer(gap)
 
     def _record_pending_gap(self, stream: StreamState, *, resynced: bool = False) -> None:
         gap = stream.pending_gap

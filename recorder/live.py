@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 
@@ -128,7 +128,8 @@ class LiveChecks:
             return
         kind = type(event)
         if kind is InjectionMade:
-            row = dict(zip(InjectionMade._fields, event, strict=True))
+            row: dict[str, Any] = dict(zip(InjectionMade._fields, cast(InjectionMade, event),
+                                           strict=True))
             self._injections.setdefault(row["session_id"], []).append(row)
             return
         if kind is Tick:

@@ -25,6 +25,7 @@ from recorder.events import (
     SseSeen,
     StreamClosed,
 )
+from recorder.gaps import CaptureGap
 from recorder.health.context import Context, Detector
 from recorder.health.registry import (
     BUFFERED_STREAM,
@@ -58,7 +59,7 @@ class StreamChecks(Detector):
 
     HANDLES = {ResponseSeen: "_on_response", ChunkSeen: "_on_chunk", SseSeen: "_on_sse",
                StreamClosed: "_on_stream_close", MessageSeen: "_on_message",
-               CallAnswered: "_on_call_answered"}
+               CallAnswered: "_on_call_answered", CaptureGap: "_on_gap"}
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -153,6 +154,16 @@ class StreamChecks(Detector):
             stream.burst_items = stream.burst_heartbeats = stream.burst_progress = 0
             stream.burst_explained = False
         stream.last_byte = t
+
+    def _on_gap(self, e: CaptureGap) -> None:
+        """Bytes of the stream passed the proxy but were not recorded (shed under overload,
+        a dead worker): the stream was not silent then, and what follows is no burst after
+        a silence. Whatever burst was under way ends where the record does."""
+        stream = self.ctx.streams.get(e.stream_id) if e.stream_id is not None else None
+        if stream is None:
+            return
+        self._end_burst(stream)
+        stream.last_byte = max(stream.last_byte or stream.opened_at, e.ended_at)
 
     def _heartbeat(self, stream: StreamState, t: float) -> None:
         since = stream.last_heartbeat if stream.last_heartbeat is not None else stream.opened_at

@@ -98,25 +98,23 @@ def _counters(c: StreamCounters) -> dict[str, Any]:
 def operations(event: Event) -> list[Operation]:
     """The writer's operations for one event (none for events only the checks read)."""
     kind = type(event)
+    e: Any = event  # one of the event types, told apart by `kind`
     insert = INSERTS.get(kind)
     if insert is not None:
         table, columns = insert
-        return [("i", table, columns, tuple(event[:len(columns)]))]
+        return [("i", table, columns, tuple(e[:len(columns)]))]
     if kind is RequestSeen:
-        e: Any = event
         return [("i", "exchanges", _EXCHANGE_INSERT, (
             e.id, e.flow_id, e.method, e.url, e.path, headers_json(e.request_headers),
             e.request_body, e.request_content_type, e.started_at, e.client_addr, int(e.mcp),
             e.request_size, e.session_id))]
     if kind is ResponseSeen:
-        e = event
         return [("u", "exchanges", e.id, {
             "status": e.status, "reason": e.reason,
             "response_headers": headers_json(e.response_headers),
             "response_content_type": e.response_content_type, "response_at": e.t,
             "streamed": int(e.streamed), "mcp": int(e.mcp)})]
     if kind is ExchangeEnded:
-        e = event
         changes: dict[str, Any] = {"ended_at": e.t, "error": e.error, "mcp": int(e.mcp)}
         if e.response_body is not None:
             changes["response_body"] = e.response_body
@@ -124,7 +122,6 @@ def operations(event: Event) -> list[Operation]:
             changes["response_size"] = e.response_size
         return [("u", "exchanges", e.id, changes)]
     if kind is SessionJoined:
-        e = event
         ops: list[Operation] = [("u", "exchanges", e.exchange_id, {"session_id": e.session_id})]
         if e.stream_id is not None:
             stream: dict[str, Any] = {"session_id": e.session_id}
@@ -133,18 +130,16 @@ def operations(event: Event) -> list[Operation]:
             ops.append(("u", "streams", e.stream_id, stream))
         return ops
     if kind is SessionSeen:
-        return [("u", "sessions", event.session_id, {"ended_at": event.t})]  # type: ignore[union-attr]
+        return [("u", "sessions", e.session_id, {"ended_at": e.t})]
     if kind is SessionLearned:
-        learned = {k: v for k, v in zip(_LEARNED, event[2:], strict=True) if v is not None}
-        return [("u", "sessions", event.session_id, learned)] if learned else []  # type: ignore[union-attr]
+        learned = {k: v for k, v in zip(_LEARNED, e[2:], strict=True) if v is not None}
+        return [("u", "sessions", e.session_id, learned)] if learned else []
     if kind is StreamCounters:
-        return [("u", "streams", event.stream_id, _counters(event))]  # type: ignore[arg-type,union-attr]
+        return [("u", "streams", e.stream_id, _counters(e))]
     if kind is StreamClosed:
-        e = event
         return [("u", "streams", e.stream_id, {**_counters(e.counters), "closed_at": e.t,
                                                 "close_reason": e.close_reason})]
     if kind is CallAnswered:
-        e = event
         answered: dict[str, Any] = {"response_message_id": e.response_message_id,
                                     "answered_at": e.t, "latency_ms": e.latency_ms}
         if e.outcome is not None:
@@ -155,11 +150,9 @@ def operations(event: Event) -> list[Operation]:
             answered["late"] = 1
         return [("u", "calls", e.call_id, answered)]
     if kind is CallProgressed:
-        e = event
         return [("u", "calls", e.call_id, {"progress_count": e.progress_count,
                                            "last_progress_at": e.t})]
     if kind is CallCancelled:
-        e = event
         return [("u", "calls", e.call_id, {"outcome": "cancelled", "cancelled_at": e.t,
                                            "cancel_message_id": e.cancel_message_id,
                                            "cancel_reason": e.cancel_reason})]

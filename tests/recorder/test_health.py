@@ -56,6 +56,9 @@ class _Sink:
     def update(self, table: str, row_id: int, changes: dict[str, Any]) -> None:
         pass
 
+    def record_gap(self, gap: Any) -> None:
+        pass
+
 
 def rpc(id_: Any, method: str, **params: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": id_, "method": method, "params": params}
@@ -433,6 +436,21 @@ def test_fast_tool_answering_after_its_own_silence_is_not_a_burst() -> None:
             + event(ok(1, content=[]), name="message"))
     w.ticks(6.0)
     assert "buffered-stream" not in kinds(w.flags(dataclasses.replace(CFG, heartbeat_interval=0)))
+
+
+def test_a_stream_shed_under_overload_is_not_a_silence_nor_a_burst_after_one() -> None:
+    w = Wire()
+    w.legacy_open("g", 0.0, "a" * 32)
+    for i in range(20):  # a stream at full speed: an event every millisecond
+        w.chunk("g", 0.1 + i / 1000, event(note("notifications/message", data=i), name="message"))
+    # The recorder shed 3 s of it (the proxy forwarded every byte), then recorded again.
+    w.ingest.feed(("g", "g", 0.12, 3.12, 900_000, 3000, 3000, "overload", None, b"\n\n"))
+    for i in range(20):
+        w.chunk("g", 3.121 + i / 1000, event(note("notifications/message", data=i),
+                                             name="message"))
+    w.ticks(5.0)
+    found = kinds(w.flags(dataclasses.replace(CFG, heartbeat_interval=2.0)))
+    assert "buffered-stream" not in found and "heartbeat-missing" not in found
 
 
 def test_static_buffering_hints() -> None:

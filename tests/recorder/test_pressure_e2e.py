@@ -85,6 +85,10 @@ def test_overload_sheds_into_gaps_and_accounts_for_every_byte_and_event(tmp_path
     out = _ssetap("check", str(db))
     assert out.returncode == 1, out.stdout + out.stderr
     assert "capture-gap" in out.stdout
+    # What was shed passed the proxy: no silence, and the recorded events after it are no
+    # burst after one (live or offline).
+    assert "buffered-stream" not in out.stdout and "buffered-stream" not in rec.output
+    assert "heartbeat-missing" not in out.stdout
     del took
 
 
