@@ -1,13 +1,14 @@
 """The recording process's CPU per event, in-process: facts in, capture out, no proxy.
 
-Usage: `python bench/worker_bench.py [--events 100000] [--profile out.html]`
+Usage: `python bench/worker_bench.py [--events 100000] [--no-checks] [--profile out.html]`
 
 Feeds `--events` SSE events (the `bench/sse_server.py` shape, one event per chunk) through
 the worker's own pipeline (wire frames decoded, `Ingest`, the live checks, `StoreWriter`
 into a fresh capture in a temporary directory) and prints CPU microseconds per event of the
 main thread (decode, ingest, health) and of the writer thread, measured with
-`time.thread_time` / `/proc/self/task`. A ratio-free, single-process number: run it before and
-after a change on the same machine. `--profile` writes a pyinstrument report of the main
+`time.thread_time` / `/proc/self/task`; and, as the baseline measured in the same run, the
+CPU SQLite alone takes to store the same rows (executemany in batches, as the writer
+commits). Run it before and after a change on the same machine. `--profile` writes a pyinstrument report of the main
 thread (needs `pip install pyinstrument`).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -100,10 +102,42 @@ def main() -> None:
         writer_cpu = thread_cpu(writer._thread.native_id or threading.get_native_id())
         wall = time.perf_counter() - wall
         writer.close()
+        floor = sqlite_floor(Path(tmp) / "bench.db", Path(tmp) / "floor.db")
     n = args.events
     print(f"{n} events in {wall:.2f} s: main thread {main_cpu / n * 1e6:.1f} us/event, "
           f"writer thread {writer_cpu / n * 1e6:.1f} us/event, "
           f"total {(main_cpu + writer_cpu) / n * 1e6:.1f} us/event")
+    print(f"baseline, SQLite alone storing the same rows: {floor / n * 1e6:.1f} us/event "
+          f"(writer thread / baseline: {writer_cpu / floor:.2f}x)")
+
+
+def sqlite_floor(source: Path, target: Path, batch_events: int = 700) -> float:
+    """CPU seconds SQLite alone takes to store the rows the writer stored: the same chunks,
+    SSE events and messages, inserted with executemany into a fresh capture (same schema,
+    WAL, page cache) in transactions of `batch_events` events (about the writer's 50 ms
+    batches at full speed). What the writer thread spends beyond it is Python's share."""
+    StoreWriter(target).close()  # the schema, as the recorder creates it
+    src = sqlite3.connect(source)
+    tables = {t: src.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
+              for t in ("chunks", "sse_events", "messages")}
+    columns = {t: [r[1] for r in src.execute(f"PRAGMA table_info({t})")] for t in tables}
+    src.close()
+    db = sqlite3.connect(target, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA cache_size=-16384")
+    statements = {t: f"INSERT INTO {t} ({', '.join(repr(c) for c in columns[t])}) "
+                     f"VALUES ({', '.join('?' for _ in columns[t])})" for t in tables}
+    start = time.thread_time()
+    longest = max(len(rows) for rows in tables.values())
+    for first in range(0, longest, batch_events):
+        db.execute("BEGIN")
+        for table, rows in tables.items():
+            db.executemany(statements[table], rows[first:first + batch_events])
+        db.execute("COMMIT")
+    cpu = time.thread_time() - start
+    db.close()
+    return cpu
 
 
 if __name__ == "__main__":

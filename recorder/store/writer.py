@@ -188,8 +188,10 @@ class StoreWriter:
             for table in TABLES
         }
         # Per event type stored by one insert: its table, statement and number of columns.
-        self._event_inserts = {kind: (table, self._insert_sql(table, columns), len(columns))
-                               for kind, (table, columns) in INSERTS.items()}
+        self._event_inserts = {
+            kind: (table, self._insert_sql(table, columns),
+                   -1 if len(columns) == len(kind._fields) else len(columns))  # type: ignore[attr-defined]
+            for kind, (table, columns) in INSERTS.items()}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # Operations are appended here and handed to the thread in lists (`submit`): one queue
         # operation per batch, not three per SSE event. Producer thread only.
@@ -483,7 +485,8 @@ class StoreWriter:
                         values = by_sql.get(sql)
                         if values is None:
                             values = by_sql[sql] = []
-                        values.append(event[:n])
+                        # An event whose fields are all columns is its own parameters.
+                        values.append(event if n < 0 else event[:n])
                         continue
                     for row_op in operations(event):
                         if row_op[0] == "i":
