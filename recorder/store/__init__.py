@@ -1,8 +1,9 @@
 """The capture store: ssetap's only SQLite code, split by audience.
 
 - `schema`: tables, migrations, the private file (StoreError lives here).
-- `writer`: the recorder's single writer thread, write-failure handling, crash marking, and
-  the short-lived writers of offline tools.
+- `writer`: the recorder's single writer thread, write-failure handling, and the short-lived
+  writers of offline tools; `recovery`: marking what a killed recorder left open.
+- `event_rows`: how the recorder's typed events become rows, and stored rows events again.
 - `readers`: read-only opening and `Capture`, for the CLI, `check` and replay.
 - `browse`: `BrowseReader`, the TUI's keyset pages.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from recorder.store.browse import BrowseReader
 from recorder.store.readers import Capture, iter_rows, meta, open_readonly, rows
+from recorder.store.recovery import recover_interrupted
 from recorder.store.schema import (
     FORMAT_NAME,
     MIGRATIONS,
@@ -28,7 +30,6 @@ from recorder.store.writer import (
     bulk_load,
     insert_many,
     recover_if_interrupted,
-    recover_interrupted,
     replace_flags,
 )
 
