@@ -67,6 +67,16 @@ def decode(payload: bytes | str) -> list[RpcMessage]:
     return [classify(obj)]
 
 
+def stored_payload(text: Any) -> Any:
+    """A stored message's JSON text decoded again (None for no text, or text not JSON)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def error_fields(payload: Any) -> tuple[int | None, str | None]:
     """The code and message of an error response, when present and well-formed."""
     error = payload.get("error") if isinstance(payload, dict) else None

@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import orjson
-
+from recorder.jsonrpc import stored_payload
 from recorder.store import Capture, StoreError
 from replay.recorded import (
     RecordedCall,
@@ -22,15 +21,6 @@ from replay.recorded import (
     Recording,
     RecordingError,
 )
-
-
-def _payload(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def _session(row: dict[str, Any]) -> RecordedSession:
@@ -46,7 +36,7 @@ def _load(capture: Capture, session: dict[str, Any], *, with_streams: bool) -> R
     messages = tuple(
         RecordedMessage(
             id=m["id"], t=m["t"], direction=m["direction"], kind=m["kind"], rpc_id=m["rpc_id"],
-            method=m["method"], payload=_payload(m["json"]), call_id=m["call_id"],
+            method=m["method"], payload=stored_payload(m["json"]), call_id=m["call_id"],
             exchange_id=m["exchange_id"], stream_id=m["stream_id"],
             sse_event_id=m["sse_event_id"],
         )

@@ -39,6 +39,7 @@ from recorder.events import (
     StreamCounters,
     StreamOpened,
 )
+from recorder.jsonrpc import stored_payload
 
 # Insert: ("i", table, columns, values). Update: ("u", table, row id, {column: value}).
 Operation = tuple[Any, ...]
@@ -162,15 +163,6 @@ def operations(event: Event) -> list[Operation]:
 # --- Rows back into events ----------------------------------------------------------------------
 
 
-def _json(text: Any) -> Any:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-
-
 def session_opened(row: dict[str, Any]) -> SessionOpened:
     return SessionOpened(row["id"], row["key"], row["transport"], row.get("server") or "",
                          row.get("endpoint"), row["started_at"],
@@ -252,7 +244,7 @@ def message_seen(row: dict[str, Any]) -> MessageSeen:
                        row.get("stream_id"), row.get("sse_event_id"), row["t"],
                        row["direction"], row["kind"], row.get("rpc_id"), row.get("method"),
                        row.get("batch_index"), text, row.get("problem"), row.get("call_id"),
-                       None if row["kind"] == "invalid" else _json(text))
+                       None if row["kind"] == "invalid" else stored_payload(text))
 
 
 def injection_made(row: dict[str, Any]) -> InjectionMade:
