@@ -197,6 +197,7 @@ class Context:
         if ex is None:
             return
         ex.status = e.status
+        ex.response_headers = e.headers()
         if e.session_id is not None:
             ex.session_id = e.session_id
         if e.mcp:

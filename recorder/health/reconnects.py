@@ -51,7 +51,7 @@ class ReconnectChecks(Detector):
     def _on_response(self, e: ResponseSeen) -> None:
         ex = self.ctx.exchanges.get(e.id)
         if ex is not None and e.status in (429, 503):
-            self._rate_limited(e.t, ex, e.headers())
+            self._rate_limited(e.t, ex, ex.response_headers)
 
     def _on_exchange_end(self, e: ExchangeEnded) -> None:
         ex = self.ctx.exchanges.get(e.id)

@@ -44,7 +44,7 @@ class SecurityChecks(Detector):
         if ex.session_id is not None:
             self._check_url(e.t, ex)
         if ex.mcp:
-            self._check_response_security(e.t, ex, e.headers(), 200 <= e.status < 300)
+            self._check_response_security(e.t, ex, ex.response_headers, 200 <= e.status < 300)
 
     def _on_exchange_end(self, e: ExchangeEnded) -> None:
         ex = self.ctx.exchanges.get(e.id)

@@ -148,6 +148,7 @@ class ExchangeState:
     named: bool = False  # the request named its session (Mcp-Session-Id or legacy query)
     session_id: int | None = None
     status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)  # folded once, lower-case
     stream_id: int | None = None
     calls: list[int] = field(default_factory=list)  # call ids its body opened
     invalid: list[MessageSeen] = field(default_factory=list)

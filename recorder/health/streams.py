@@ -88,7 +88,7 @@ class StreamChecks(Detector):
     def _on_response(self, e: ResponseSeen) -> None:
         ex = self.ctx.exchanges.get(e.id)
         if ex is not None and ex.mcp and ex.sse and 200 <= e.status < 300:
-            self._check_stream_headers(e.t, ex, e.headers())
+            self._check_stream_headers(e.t, ex, ex.response_headers)
 
     def _on_message(self, e: MessageSeen) -> None:
         stream = self.ctx.streams.get(e.stream_id) if e.stream_id else None
