@@ -82,7 +82,6 @@ class RedactionStage:
         self.redactor = redactor
         self.paths = paths
         self._content_types: dict[int, tuple[str | None, str | None]] = {}
-        self._held: dict[int, dict[str, Any]] = {}
         self._held_events: dict[int, ChunkStored] = {}
         # Which columns of a row of this shape (table and column names) the generic scrub visits.
         self._scrubbed_columns: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
@@ -233,10 +232,6 @@ class RedactionStage:
 
     def flush_stream(self, stream_id: int) -> None:
         """Store the chunk held back for a stream (at its close, or the end of a run)."""
-        held = self._held.pop(stream_id, None)
-        if held is not None:
-            held["data"] = self.redactor.scrub(held["data"] or b"")
-            self.sink.insert("chunks", held)
         chunk = self._held_events.pop(stream_id, None)
         if chunk is not None:
             self._write(chunk._replace(data=self.redactor.scrub(chunk.data)))
@@ -244,15 +239,12 @@ class RedactionStage:
     def flush_quiet(self, now: float, older_than: float) -> None:
         """Store the chunks held back longer than `older_than` (the tail of a quiet stream is
         stored by time; recorder.ingest ticks this)."""
-        for stream_id, held in list(self._held.items()):
-            if now - held["t"] >= older_than:
-                self.flush_stream(stream_id)
         for stream_id, chunk in list(self._held_events.items()):
             if now - chunk.t >= older_than:
                 self.flush_stream(stream_id)
 
     def flush_all(self) -> None:
-        for stream_id in list(self._held) + list(self._held_events):
+        for stream_id in list(self._held_events):
             self.flush_stream(stream_id)
 
     # Per table -------------------------------------------------------------------------------
@@ -312,16 +304,11 @@ class RedactionStage:
             self._content_types.pop(row_id, None)
 
     def _chunk(self, row: dict[str, Any]) -> None:
-        stream_id = row["stream_id"]
-        held = self._held.pop(stream_id, None)
-        if held is None:
-            self._held[stream_id] = dict(row)
-            return
-        before, data = held["data"] or b"", row["data"] or b""
-        joined = self.redactor.scrub(before + data)
-        held["data"] = joined[:len(before)]
-        self.sink.insert("chunks", held)
-        self._held[stream_id] = {**row, "data": joined[len(before):]}
+        """A stored chunk row (an old capture re-redacted, an export): held back and joined
+        like the recorder's own chunks."""
+        from recorder.store.event_rows import chunk_stored  # the package loads SQLite
+
+        self._chunk_event(chunk_stored(row))
 
     # Redact paths ----------------------------------------------------------------------------
 

@@ -59,8 +59,10 @@ def test_a_secret_split_across_chunks_is_scrubbed_and_offsets_stay_true() -> Non
     stage = RedactionStage(sink, Redactor(KEY))
     stage.insert("exchanges", exchange(headers=[["Authorization", f"Bearer {TOKEN}"]]))
     first, second = f"data: {TOKEN[:7]}".encode(), f"{TOKEN[7:]}\n\n".encode()
-    stage.insert("chunks", {"id": 1, "stream_id": 5, "seq": 0, "offset": 0, "data": first})
-    stage.insert("chunks", {"id": 2, "stream_id": 5, "seq": 1, "offset": len(first),
+    # Rows as the chunks table holds them (every column is NOT NULL).
+    stage.insert("chunks", {"id": 1, "stream_id": 5, "seq": 0, "t": 1.0, "offset": 0,
+                            "data": first})
+    stage.insert("chunks", {"id": 2, "stream_id": 5, "seq": 1, "t": 1.0, "offset": len(first),
                             "data": second})
     assert [t for t, _ in sink.inserted].count("chunks") == 1  # the last one is held back
     stage.update("streams", 5, {"closed_at": 1.0})
