@@ -177,9 +177,7 @@ class Ingest(GapIngest):
 
     def _record(self, event: Event) -> None:
         """Store an event (through the redaction stage) and show it, redacted, to observers."""
-        stored = self.sink.record(event)
-        for observer in self.observers:
-            observer(stored)
+        self._show(self.sink.record(event))
 
     # Sessions ----------------------------------------------------------------------------
 
@@ -356,8 +354,7 @@ class Ingest(GapIngest):
         stream.dirty = True
         chunk_seen = ChunkSeen(t, stream.id, flow.session.id if flow.session else None, seq,
                                len(data))
-        for observer in self.observers:
-            observer(chunk_seen)  # no secret in it: not through the stage, nothing to store
+        self._show(chunk_seen)  # no secret in it: not through the stage, nothing to store
         parsed = data
         if stream.decoder is not None:
             try:

@@ -13,7 +13,7 @@ ingest's flows, sink and request/response transitions.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recorder.gaps import WORKER_DIED, CaptureGap
 from recorder.ingest_state import FlowState, Observer, Sink, StreamState
@@ -78,15 +78,18 @@ class GapIngest:
                                         start_offset=start)
         # The checks learn of it now (bytes passed: no silence, no burst after one), the
         # capture once the event it cut is skipped and counted.
-        for observer in self.observers:
-            observer(stream.pending_gap)
+        self._show(stream.pending_gap)
         if not stream.resync:
             self._record_pending_gap(stream)
 
     def _gap_recorded(self, gap: CaptureGap) -> None:
         self.sink.record_gap(gap)
+        self._show(gap)
+
+    def _show(self, event: Any) -> None:
+        """Hand an event, as stored, to every observer (the live checks, live spans)."""
         for observer in self.observers:
-            observer(gap)
+            observer(event)
 
     def _record_pending_gap(self, stream: StreamState, *, resynced: bool = False) -> None:
         gap = stream.pending_gap
