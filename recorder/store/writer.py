@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from recorder import gaps
-from recorder.events import ChunkStored, Event, MessageSeen
-from recorder.store.event_rows import DATA_EVENTS, INSERTS, operations
+from recorder.events import ChunkStored, Event, MessageSeen, SseSeen
+from recorder.store.event_rows import DATA_EVENTS, INSERTS, events_of, operations
 from recorder.store.readers import meta, open_readonly
 from recorder.store.recovery import recover_interrupted
 from recorder.store.schema import TABLES, StoreError, create_private, migrate, set_meta_row
@@ -348,45 +348,35 @@ class StoreWriter:
         kept: list[Any] = []
         for op in ops:
             if op[0] == "e" and type(op[1]) in DATA_EVENTS:
-                self._account_lost_event(op[1])
-            elif op[0] == "i" and op[1] in _DATA_TABLES:
-                self._account_lost(op[1], op[2])
+                self._account_lost(op[1])
+            elif op[0] == "i" and op[1] in _DATA_TABLES:  # a row of an offline tool
+                self._account_lost(next(events_of(op[1], op[2])))
             else:
                 kept.append(op)
         self._retry = kept
 
-    def _account_lost_event(self, event: Any) -> None:
+    def _account_lost(self, event: Any) -> None:
+        """Count a data row that could not be written (a chunk, SSE item or message) into the
+        write-failed gap of its stream (messages off streams: of their exchange)."""
         kind = type(event)
-        if kind is ChunkStored:
-            self._account_lost("chunks", {"stream_id": event.stream_id, "t": event.t,
-                                          "data": event.data, "offset": event.offset})
-        elif kind is MessageSeen:
-            self._account_lost("messages", {"stream_id": event.stream_id,
-                                            "exchange_id": event.exchange_id,
-                                            "session_id": event.session_id, "t": event.t})
-        else:
-            self._account_lost("sse_events", {"stream_id": event.stream_id, "t": event.t,
-                                              "session_id": event.session_id,
-                                              "kind": event.kind})
-
-    def _account_lost(self, table: str, row: dict[str, Any]) -> None:
-        key = (row.get("stream_id"), row.get("exchange_id") if table == "messages" else None)
+        key = (event.stream_id, event.exchange_id if kind is MessageSeen else None)
+        session_id = None if kind is ChunkStored else event.session_id
+        t = event.t or time.time()
         entry = self._lost.get(key)
-        t = row.get("t") or time.time()
         if entry is None:
             # [session, first t, last t, bytes, chunks, events, first offset]
-            entry = self._lost[key] = [row.get("session_id"), t, t, 0, 0, 0, None]
+            entry = self._lost[key] = [session_id, t, t, 0, 0, 0, None]
         entry[1] = min(entry[1], t)
         entry[2] = max(entry[2], t)
-        if table == "chunks":
-            entry[3] += len(row["data"])
+        if kind is ChunkStored:
+            entry[3] += len(event.data)
             entry[4] += 1
-            if entry[6] is None or row["offset"] < entry[6]:
-                entry[6] = row["offset"]
-        elif table == "sse_events" and row.get("kind") == "event":
+            if entry[6] is None or event.offset < entry[6]:
+                entry[6] = event.offset
+        elif kind is SseSeen and event.kind == "event":
             entry[5] += 1
         if entry[0] is None:
-            entry[0] = row.get("session_id")
+            entry[0] = session_id
 
     def _lost_gaps(self) -> list[gaps.CaptureGap]:
         return [gaps.CaptureGap(gaps.WRITE_FAILED, first, last, bytes=size, chunks=chunks,
