@@ -70,6 +70,12 @@ def fact_size(fact: Fact) -> int:
     return 400
 
 
+def fact_time(fact: Fact) -> float:
+    """When the proxy saw a fact (a gap fact: when its span ended)."""
+    code = fact[0]
+    return float(fact[3] if code == GAP else fact[1] if code == TICK else fact[2])
+
+
 def sse_terminators(data: bytes, tail: bytes = b"") -> int:
     """Blank lines that end an SSE event in `data`, given the stream's bytes before it (`tail`).
 

@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import cast
 
 import recorder.json_paths as json_paths
-from recorder import gaps, otlp_push
+from recorder import gaps, otlp_push, wire
+from recorder.cpu_policy import COMPETE, YIELD, CpuPolicy, Mode
 from recorder.ingest import Ingest, Observer
 from recorder.live import observers_for
 from recorder.redact import RAW, REDACTED, Redactor, new_key, redaction_after
 from recorder.redact_stage import RedactionStage
 from recorder.store import Capture, StoreError, StoreWriter
-from recorder.wire import FrameReader, decode_frame
+from recorder.wire import Fact, FrameReader, decode_frame
 
 # Ticks drive live checks and store the tail of quiet streams: at most this much (plus the
 # writer's batch) of what the proxy shipped is unrecorded at any moment.
@@ -78,6 +79,40 @@ class GcSchedule:
         gc.enable()
 
 
+def set_cpu_mode(mode: Mode) -> bool:
+    """Every thread of this process to SCHED_IDLE (yield) or back to the normal policy at its
+    nice value (compete); recorder.cpu_policy says why. False where the OS has no such policy
+    (not Linux) or refuses the change."""
+    if not hasattr(os, "SCHED_IDLE") or not hasattr(os, "sched_setscheduler"):
+        return False
+    policy = os.SCHED_IDLE if mode == YIELD else os.SCHED_OTHER
+    try:
+        # Per thread on Linux: the writer thread (and any other) must follow the main one.
+        tids = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    done = True
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
+        except ProcessLookupError:
+            pass  # a thread that has just ended
+        except OSError:
+            done = False
+    return done
+
+
+def cpu_policy(max_lag: float) -> CpuPolicy | None:
+    """The policy, if this process can both yield and compete again (probed on the calling
+    thread: a system that lets a process lower its priority but not restore it must not leave
+    the recorder starved for good); None: it stays at its nice value."""
+    if not (set_cpu_mode(YIELD) and set_cpu_mode(COMPETE)):
+        set_cpu_mode(COMPETE)
+        return None
+    set_cpu_mode(YIELD)
+    return CpuPolicy.for_max_lag(max_lag)
+
+
 def load_key(db_path: Path) -> bytes:
     """The capture's pseudonym key, kept beside it (0600) so later runs pseudonymise alike."""
     key_path = Path(f"{db_path}.key")
@@ -115,7 +150,9 @@ def _stored_redaction(db: Path) -> str | None:
 
 def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[Observer]] | None,
         fd: int = 0, redact_paths: tuple[json_paths.PathRule, ...] = (),
-        resume: bool = False) -> int:
+        resume: bool = False, cpu: CpuPolicy | None = None) -> int:
+    """Record what arrives on `fd` into `db` until end of input (or SIGTERM). `cpu`: when to
+    yield the CPU to the traffic (recorder.cpu_policy); None: never switch."""
     previous = _stored_redaction(db)
     writer = StoreWriter(db, recording=True)
     if writer.recovered and not resume:
@@ -159,20 +196,30 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
                 ready: list[int] = []
             else:
                 ready, _, _ = select.select([fd], [], [], TICK_SECONDS)
+            newest: Fact | None = None
             if ready:
                 data = os.read(fd, 1 << 20)
                 if not data:
                     break
                 for frame in reader.feed(data):
-                    for event in decode_frame(frame):
+                    facts = decode_frame(frame)
+                    for event in facts:
                         ingest.feed(event)
+                    if facts:
+                        newest = facts[-1]
             now = time.time()
+            if cpu is not None and (not ready or newest is not None):
+                change = cpu.update(0.0 if newest is None else now - wire.fact_time(newest))
+                if change is not None:
+                    set_cpu_mode(change)
             writer.submit()  # what this read produced goes to the writer thread now
             if now - last_tick >= TICK_SECONDS:
                 ingest.tick(now)
                 collector.tick()
                 last_tick = now
     finally:
+        if cpu is not None:
+            set_cpu_mode(COMPETE)  # stopping is bounded in time: no waiting for idle CPU now
         ingest.close(time.time())
         if otlp is not None:
             otlp.close(time.time(), writer)
@@ -201,15 +248,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="restarted by the proxy after a worker died: resume its flows")
     parser.add_argument("--redact-paths", default="", help="redact path rules, one a line")
+    parser.add_argument("--max-lag", type=float, default=wire.DEFAULT_MAX_LAG,
+                        help="seconds of unrecorded data past which the proxy sheds")
     args = parser.parse_args(argv)
     # Recording must not slow the traffic it records: when CPU is short (a burst on a small
-    # machine), the proxy's event loop goes first and this process catches up afterwards.
+    # machine), the proxy's event loop goes first and this process catches up afterwards
+    # (recorder.cpu_policy); nice 10 is what it competes at when it must catch up.
     with contextlib.suppress(OSError):
         os.nice(10)
     try:
         paths = json_paths.parse_rules(args.redact_paths, "--redact-path")
         return run(args.db, raw=args.raw, observers_factory=observers_for(args.config),
-                   redact_paths=paths, resume=args.resume)
+                   redact_paths=paths, resume=args.resume, cpu=cpu_policy(args.max_lag))
     except (StoreError, json_paths.PathError) as exc:
         print(f"ssetap: {exc}", file=sys.stderr)
         return 2

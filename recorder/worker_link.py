@@ -48,11 +48,6 @@ MAX_SHED_SECONDS = 8.0
 RECURRENCE_SECONDS = 5.0
 
 
-def _fact_time(fact: wire.Fact) -> float:
-    """When the proxy saw a fact (a gap fact: when its span ended)."""
-    return float(fact[3] if fact[0] == wire.GAP else fact[2])
-
-
 class _Shed:
     """What is being shed of one flow: a gap fact in the making."""
 
@@ -115,7 +110,8 @@ class WorkerLink:
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         # -P: do not put the current directory first on sys.path, or a `recorder` package in
         # the user's working directory would be run as the worker instead of this one.
-        cmd = [sys.executable, "-P", "-m", "recorder.worker", "--db", db, "--config", config]
+        cmd = [sys.executable, "-P", "-m", "recorder.worker", "--db", db, "--config", config,
+               "--max-lag", repr(self.limits.max_lag)]
         if raw:
             cmd.append("--raw")
         if redact_paths:
@@ -240,7 +236,7 @@ class WorkerLink:
 
     def _lag(self, now_wall: float) -> float:
         oldest = self._out_t if self._out_t is not None else (
-            _fact_time(self._held[0]) if self._held else None)
+            wire.fact_time(self._held[0]) if self._held else None)
         return 0.0 if oldest is None else now_wall - oldest
 
     def _check_limits(self, now: float) -> None:
@@ -344,7 +340,7 @@ class WorkerLink:
                 # The same sizes `_take` counted (inlined for chunks: this runs per chunk).
                 size += len(fact[3]) + 200 if fact[0] == chunk else fact_size(fact)
             self._held_bytes = max(0, self._held_bytes - size) if held else 0
-        self._out_t = _fact_time(batch[0])
+        self._out_t = wire.fact_time(batch[0])
         self._out = memoryview(wire.encode_frame(batch))
 
     def _worker_died(self) -> None:

@@ -1,0 +1,66 @@
+"""When the recording process yields the CPU to the traffic, and when it competes for it.
+
+Recording must never slow the traffic it records. On a machine with CPU to spare that costs
+nothing; in a burst that saturates a small machine (two cores: client, server and proxy
+already take most of them) every cycle the worker takes is one the proxy's event loop waits
+for. A nice value does not prevent it: measured with bench/stream_bench.py at nice 10, the
+worker still took 0.3 to 0.6 cores during a burst while the proxy was ready to run and
+waited for a CPU 20 to 32 % of it, and throughput through `ssetap record` fell to 0.73 of
+bare mitmdump's in one round of three.
+
+So the worker runs at the lowest priority the OS has (Linux `SCHED_IDLE`: it gets a CPU that
+nothing else wants, and a woken proxy or client takes that CPU at once), and catches up
+afterwards from the backlog the proxy holds for it. Yielding is bounded by the recorder's own
+promise: the proxy sheds past `--max-lag` of unrecorded data, so once the worker is
+`catch_up_after` behind the wire (half of `--max-lag` by default) it competes like any
+process at its nice value until it has caught up (`caught_up_below`), and only then yields
+again. A sustained overload is therefore recorded as well as before; a burst no longer costs
+the traffic the worker's share.
+
+`CpuPolicy` is the decision (pure: lags in, a mode change out); recorder.worker applies it to
+its threads.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Mode = Literal["yield", "compete"]
+
+YIELD: Final[Mode] = "yield"
+COMPETE: Final[Mode] = "compete"
+
+# Back to yielding only when nearly nothing is waiting: the hysteresis keeps a worker that is
+# working off a backlog from flapping between the two modes on every read.
+CAUGHT_UP_BELOW: Final = 0.05
+
+
+class CpuPolicy:
+    """Feed it how far behind the wire the worker is after each read; it says when to switch."""
+
+    def __init__(self, catch_up_after: float, caught_up_below: float = CAUGHT_UP_BELOW) -> None:
+        if not 0 <= caught_up_below < catch_up_after:
+            raise ValueError("caught_up_below must be below catch_up_after")
+        self.catch_up_after = catch_up_after
+        self.caught_up_below = caught_up_below
+        self.mode: Mode = YIELD
+        self.switches = 0
+
+    @classmethod
+    def for_max_lag(cls, max_lag: float) -> CpuPolicy:
+        """Half of the proxy's shedding bound: room for a starved worker to be scheduled
+        (a SCHED_IDLE task still gets a slice now and then) and to catch up before the proxy
+        sheds, while a burst of up to a second yields the CPU to the traffic."""
+        return cls(max(max_lag / 2, 2 * CAUGHT_UP_BELOW))
+
+    def update(self, behind: float) -> Mode | None:
+        """`behind`: seconds between the proxy seeing the newest fact just read and now (0
+        when there was nothing to read). Returns the new mode when it changes."""
+        if self.mode == YIELD and behind >= self.catch_up_after:
+            self.mode = COMPETE
+        elif self.mode == COMPETE and behind < self.caught_up_below:
+            self.mode = YIELD
+        else:
+            return None
+        self.switches += 1
+        return self.mode
