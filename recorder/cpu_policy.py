@@ -17,12 +17,14 @@ process at its nice value until it has caught up (`caught_up_below`), and only t
 again. A sustained overload is therefore recorded as well as before; a burst no longer costs
 the traffic the worker's share.
 
-`CpuPolicy` is the decision (pure: lags in, a mode change out); recorder.worker applies it to
-its threads.
+`CpuPolicy` is the decision (pure: lags in, a mode change out); `set_cpu_mode` is the one OS
+call that applies a mode to every thread of a process: recorder.worker to its own, and the
+proxy's link to the worker's when recording stops (draining then is bounded in time).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Final, Literal
 
 Mode = Literal["yield", "compete"]
@@ -64,3 +66,26 @@ class CpuPolicy:
             return None
         self.switches += 1
         return self.mode
+
+
+def set_cpu_mode(mode: Mode, pid: int | None = None) -> bool:
+    """Every thread of process `pid` (default: this one) to SCHED_IDLE (yield) or back to
+    the normal policy at its nice value (compete). False where the OS has no such policy (not
+    Linux) or refuses the change."""
+    if not hasattr(os, "SCHED_IDLE") or not hasattr(os, "sched_setscheduler"):
+        return False
+    policy = os.SCHED_IDLE if mode == YIELD else os.SCHED_OTHER
+    try:
+        # Per thread on Linux: the writer thread (and any other) must follow the main one.
+        tids = [int(tid) for tid in os.listdir(f"/proc/{pid or 'self'}/task")]
+    except OSError:
+        tids = [pid or 0]
+    done = True
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
+        except ProcessLookupError:
+            pass  # a thread that has just ended
+        except OSError:
+            done = False
+    return done

@@ -28,7 +28,7 @@ from typing import cast
 
 import recorder.json_paths as json_paths
 from recorder import gaps, otlp_push, wire
-from recorder.cpu_policy import COMPETE, YIELD, CpuPolicy, Mode
+from recorder.cpu_policy import COMPETE, YIELD, CpuPolicy, set_cpu_mode
 from recorder.ingest import Ingest, Observer
 from recorder.live import observers_for
 from recorder.redact import RAW, REDACTED, Redactor, new_key, redaction_after
@@ -77,29 +77,6 @@ class GcSchedule:
     def stop(self) -> None:
         gc.unfreeze()
         gc.enable()
-
-
-def set_cpu_mode(mode: Mode) -> bool:
-    """Every thread of this process to SCHED_IDLE (yield) or back to the normal policy at its
-    nice value (compete); recorder.cpu_policy says why. False where the OS has no such policy
-    (not Linux) or refuses the change."""
-    if not hasattr(os, "SCHED_IDLE") or not hasattr(os, "sched_setscheduler"):
-        return False
-    policy = os.SCHED_IDLE if mode == YIELD else os.SCHED_OTHER
-    try:
-        # Per thread on Linux: the writer thread (and any other) must follow the main one.
-        tids = [int(tid) for tid in os.listdir("/proc/self/task")]
-    except OSError:
-        tids = [0]
-    done = True
-    for tid in tids:
-        try:
-            os.sched_setscheduler(tid, policy, os.sched_param(0))
-        except ProcessLookupError:
-            pass  # a thread that has just ended
-        except OSError:
-            done = False
-    return done
 
 
 def cpu_policy(max_lag: float) -> CpuPolicy | None:

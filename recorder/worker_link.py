@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder import wire
+from recorder.cpu_policy import COMPETE, set_cpu_mode
 from recorder.wire import LinkLimits, LinkOutcome
 
 log = logging.getLogger("ssetap")
@@ -405,6 +406,10 @@ class WorkerLink:
         self._hard_deadline = start + timeout * 0.7
         # Most of the time goes to shipping; the rest is the worker's to finish writing.
         self._drain_deadline = start + timeout * 0.5
+        # The worker may be yielding the CPU (recorder.cpu_policy); its draining must not wait
+        # for idle CPU on a busy machine.
+        if self.proc.poll() is None:  # not reaped: its pid is still the worker's
+            set_cpu_mode(COMPETE, self.proc.pid)
         self._stop.set()
         self._thread.join(max(0.0, self._hard_deadline - time.monotonic()) + 0.5)
         if not self._thread.is_alive():

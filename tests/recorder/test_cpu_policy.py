@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.cpu_policy import COMPETE, YIELD, CpuPolicy
+from recorder.cpu_policy import COMPETE, YIELD, CpuPolicy, set_cpu_mode
 from tests.conftest import ROOT, start_recording, wait_for
 from tests.recorder.pressure import SseProducer, StreamClient, wait_worker
 
@@ -38,6 +38,31 @@ def test_a_tiny_max_lag_still_leaves_room_between_the_thresholds():
     assert policy.catch_up_after > policy.caught_up_below
     with pytest.raises(ValueError):
         CpuPolicy(0.05, 0.05)
+
+
+@linux_idle
+def test_another_process_is_switched_thread_by_thread():
+    # The link does this to the worker when recording stops.
+    child = subprocess.Popen([sys.executable, "-c", "import threading, time\n"
+                              "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+                              "print(flush=True); time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        child.stdout.readline()  # both threads are running
+
+        def policies() -> list[int]:
+            tids = os.listdir(f"/proc/{child.pid}/task")
+            assert len(tids) == 2
+            return sorted({os.sched_getscheduler(int(tid)) for tid in tids})
+
+        assert set_cpu_mode(YIELD, child.pid)
+        assert policies() == [os.SCHED_IDLE]
+        assert set_cpu_mode(COMPETE, child.pid)
+        assert policies() == [os.SCHED_OTHER]
+    finally:
+        child.kill()
+        child.wait()
+    assert set_cpu_mode(COMPETE, child.pid)  # gone: nothing to switch, and no error
 
 
 _LOOP = textwrap.dedent("""
