@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -47,6 +48,13 @@ def _ssetap(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "recorder.cli", *args], capture_output=True,
                           text=True, env=env, cwd=ROOT, timeout=120)
+
+
+def _stream_rows(db: Path) -> int:
+    try:
+        return len(query(db, "SELECT id FROM streams"))
+    except sqlite3.Error:  # not created yet, or busy
+        return 0
 
 
 def _assert_accounted(db: Path, client: StreamClient) -> None:
@@ -181,6 +189,9 @@ def test_a_stopped_worker_does_not_stop_the_recorder_from_exiting(tmp_path, prod
     try:
         client = StreamClient(rec.url, "n=20000&rate=2000").start()
         wait_for(lambda: client.events > 2000, timeout=60)
+        # The stream is in the capture before the worker stops (on a busy machine the worker
+        # yields the CPU and may be a moment behind the client).
+        wait_for(lambda: _stream_rows(db) == 1, timeout=60)
         os.kill(worker, signal.SIGSTOP)
         time.sleep(1)
         rec.proc.send_signal(signal.SIGTERM)
