@@ -1,6 +1,6 @@
 """Value types shared by the recorder's pure cores, the store, the TUI and replay.
 
-Frozen values (slotted dataclasses; a NamedTuple where one is built per message) and the string
+Frozen values (slotted dataclasses; a NamedTuple where one is built per SSE event or message) and the string
 constants that are part of ssetap's interface (transports, directions, message kinds, call
 outcomes, flag severities). Standard library only.
 """
@@ -46,9 +46,12 @@ def severity_rank(severity: str) -> int:
 # --- Server-Sent Events (output of recorder.sse) -------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SseEvent:
+class SseEvent(NamedTuple):
     """A dispatched SSE event (WHATWG: a block whose data buffer was not empty).
+
+    A NamedTuple, not a frozen dataclass like the rarer items below: one is built for every
+    event of every stream, and building a seven-field frozen dataclass measured 1.6 us on
+    Python 3.11 and 1.8 us on 3.13 against 0.4 us for the tuple.
 
     `last_event_id` is the stream's cursor at dispatch (persisting from earlier events; "" once
     reset, None if never set). `id` and `retry` are what this very block set, if anything.

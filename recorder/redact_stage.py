@@ -89,6 +89,9 @@ class RedactionStage:
         self._scrubbed_fields: dict[type, tuple[int, ...]] = {}
         write = getattr(sink, "write", None)
         self._write = write if write is not None else self._write_rows
+        # Ids come from the sink: bound once, not looked up through the stage per row (three
+        # rows per SSE event on the worker's hottest path).
+        self.next_id = sink.next_id  # type: ignore[method-assign]
 
     # Events in -------------------------------------------------------------------------------
 

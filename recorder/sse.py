@@ -163,8 +163,13 @@ class SseParser:
     ) -> None:
         """Join `data` to the held line, handle the complete lines, hold the rest."""
         pending = self._pending
+        # The usual case (nothing held, no over-long line being skipped) needs no search for
+        # line endings: the chunk is split into lines as it is.
         no_line_ending = (
-            not end_of_stream and data.find(b"\n") < 0 and data.find(b"\r") < 0
+            (bool(pending) or self._oversize_start is not None)
+            and not end_of_stream
+            and data.find(b"\n") < 0
+            and data.find(b"\r") < 0
         )
         if pending:
             if no_line_ending and pending[-1] != _CR:
@@ -236,11 +241,16 @@ class SseParser:
                     self._block_start = line_start
                 if colon < 0:
                     self._field(content, b"")
+                    continue
+                skip = colon + 2 if content.startswith(b" ", colon + 1) else colon + 1
+                name = content[:colon]
+                # `data` and `event` inline: they are nearly every line of a stream.
+                if name == b"data":
+                    self._data.append(content[skip:])
+                elif name == b"event":
+                    self._event_type = content[skip:]
                 else:
-                    skip = (
-                        colon + 2 if content.startswith(b" ", colon + 1) else colon + 1
-                    )
-                    self._field(content[:colon], content[skip:])
+                    self._field(name, content[skip:])
         return position
 
     def _field(self, name: bytes, value: bytes) -> None:
@@ -265,16 +275,20 @@ class SseParser:
         start = self._block_start
         if start is None:
             return  # no field line since the last dispatch: the block is empty
-        if self._data:
+        data = self._data
+        if data:
+            # Positional: type, data, last_event_id, id, retry, start, end.
             items.append(
                 SseEvent(
-                    type=self._event_type.decode("utf-8", "replace") or "message",
-                    data=b"\n".join(self._data).decode("utf-8", "replace"),
-                    last_event_id=self._last_event_id,
-                    id=self._block_id,
-                    retry=self._block_retry,
-                    start=start,
-                    end=end,
+                    self._event_type.decode("utf-8", "replace") or "message",
+                    (data[0] if len(data) == 1 else b"\n".join(data)).decode(
+                        "utf-8", "replace"
+                    ),
+                    self._last_event_id,
+                    self._block_id,
+                    self._block_retry,
+                    start,
+                    end,
                 )
             )
         elif self._block_id is not None or self._block_retry is not None:

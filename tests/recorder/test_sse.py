@@ -388,7 +388,14 @@ def test_vector_offsets(vector: Vector) -> None:
 def reparse(block: bytes, max_line_bytes: int = DEFAULT_MAX) -> list[SseItem]:
     """Parse `block` on its own, behind a blank line so that a BOM is not stripped."""
     items = parse([b"\n" + block], max_line_bytes)
-    return [replace(item, start=item.start - 1, end=item.end - 1) for item in items]
+    return [moved(item, start=item.start - 1, end=item.end - 1) for item in items]
+
+
+def moved(item: SseItem, *, start: int, end: int) -> SseItem:
+    """The item at other offsets (SseEvent is a NamedTuple, the rarer items dataclasses)."""
+    if isinstance(item, SseEvent):
+        return item._replace(start=start, end=end)
+    return replace(item, start=start, end=end)
 
 
 def check_offsets(body: bytes, items: list[SseItem], max_line_bytes: int) -> None:
