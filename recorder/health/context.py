@@ -256,9 +256,12 @@ class Context:
             stream.session_id = e.session_id
 
     def _sse(self, e: SseSeen) -> None:
-        self._stream_item(e)
-        stream = self.streams.get(e.stream_id)
-        if stream is not None and e.kind == "event" and e.type == "endpoint":
+        stream = self.streams.get(e.stream_id)  # _stream_item, with one lookup for both
+        if stream is None:
+            return
+        if stream.session_id is None and e.session_id is not None:
+            stream.session_id = e.session_id
+        if e.kind == "event" and e.type == "endpoint":
             session = self.session(stream.session_id)
             if session is not None:
                 session.fresh_legacy = True  # the legacy session began in this capture
