@@ -48,6 +48,10 @@ from recorder.health.state import (
 )
 from recorder.model import C2S, Flag
 
+# Said(e, ex, stream) made as the tuple it is: a NamedTuple's own __new__ is a Python
+# function, and the context makes one Said per message.
+_new_tuple = tuple.__new__
+
 
 class Context:
     """The bookkeeping every detector reads, and the one place flags are raised."""
@@ -283,7 +287,7 @@ class Context:
         if ex is not None and ex.session_id is None:
             ex.session_id = e.session_id
         stream = self.streams.get(e.stream_id) if e.stream_id else None
-        self.said = Said(e, ex, stream)
+        self.said = _new_tuple(Said, (e, ex, stream))  # Said(e, ex, stream), see _new_tuple
         if e.kind == "invalid":
             return
         if ex is not None:
