@@ -138,7 +138,8 @@ class LiveChecks:
                 event = Tick(event.t - backlog)
         elif kind in _TIMED_FACTS:
             now = self.clock()
-            self._lag, self._lag_at = max(0.0, now - event.t), now
+            lag = now - event.t
+            self._lag, self._lag_at = (lag if lag > 0.0 else 0.0), now  # max(0.0, lag), no call
         try:
             flags = self.monitor.observe(event)
         except Exception as exc:

@@ -125,7 +125,8 @@ class CallChecks(Detector):
     # Messages -------------------------------------------------------------------------------
 
     def _on_message(self, e: MessageSeen) -> None:
-        self.settle()
+        if self.awaiting is not None:  # settle() has nothing to do unless an answer waits
+            self.settle()
         said = self.ctx.said_for(e.id)
         assert said is not None
         ex, stream = said.exchange, said.stream

@@ -48,6 +48,10 @@ from recorder.health.state import (
 )
 from recorder.model import C2S, Flag
 
+# Said(e, ex, stream) made as the tuple it is: a NamedTuple's own __new__ is a Python
+# function, and the context makes one Said per message.
+_new_tuple = tuple.__new__
+
 
 class Context:
     """The bookkeeping every detector reads, and the one place flags are raised."""
@@ -256,9 +260,12 @@ class Context:
             stream.session_id = e.session_id
 
     def _sse(self, e: SseSeen) -> None:
-        self._stream_item(e)
-        stream = self.streams.get(e.stream_id)
-        if stream is not None and e.kind == "event" and e.type == "endpoint":
+        stream = self.streams.get(e.stream_id)  # _stream_item, with one lookup for both
+        if stream is None:
+            return
+        if stream.session_id is None and e.session_id is not None:
+            stream.session_id = e.session_id
+        if e.kind == "event" and e.type == "endpoint":
             session = self.session(stream.session_id)
             if session is not None:
                 session.fresh_legacy = True  # the legacy session began in this capture
@@ -280,7 +287,7 @@ class Context:
         if ex is not None and ex.session_id is None:
             ex.session_id = e.session_id
         stream = self.streams.get(e.stream_id) if e.stream_id else None
-        self.said = Said(e, ex, stream)
+        self.said = _new_tuple(Said, (e, ex, stream))  # Said(e, ex, stream), see _new_tuple
         if e.kind == "invalid":
             return
         if ex is not None:

@@ -47,7 +47,9 @@ class HealthMonitor:
             self._calls, sessions, ReconnectChecks(self.ctx), SecurityChecks(self.ctx), streams)
         # On a tick, silences and cut streams first, then overdue calls, then lost sessions.
         self._tickers: tuple[Detector, ...] = (streams, self._calls, sessions)
-        self._lint = SpecLint(validate)
+        # The lint's handlers are steps of their own, reporting findings as they are made.
+        self._lint = SpecLint(validate, report=self._spec_violation)
+        lint_steps = self._lint.handlers
         self._table: dict[type, list[Callable[[Any], None]]] = {}
         for kind in {*self.ctx.before, *self.ctx.after, *self._lint.handles,
                      *(k for d in self._detectors for k in d.HANDLES)}:
@@ -57,8 +59,8 @@ class HealthMonitor:
             steps += [d.handlers()[kind] for d in self._detectors if kind in d.HANDLES]
             if kind in self.ctx.after:
                 steps.append(self.ctx.after[kind])
-            if kind in self._lint.handles:
-                steps.append(self._linted)
+            if kind in lint_steps:
+                steps.append(lint_steps[kind])
             self._table[kind] = steps
         self._table.setdefault(Tick, []).insert(0, self._tick)
 
@@ -72,7 +74,9 @@ class HealthMonitor:
             return []
         ctx = self.ctx
         ctx.out = []
-        ctx.now = max(ctx.now, event.t)
+        t = event.t
+        if t > ctx.now:  # max(ctx.now, t), without the call
+            ctx.now = t
         for step in steps:
             step(event)
         return ctx.out
@@ -94,10 +98,6 @@ class HealthMonitor:
     def _tick(self, e: Tick) -> None:
         for detector in self._tickers:
             detector.tick(self.ctx.now)
-
-    def _linted(self, event: Event) -> None:
-        for finding in self._lint.observe(event):
-            self._spec_violation(finding)
 
     def _spec_violation(self, finding: Finding) -> None:
         rule = finding.rule

@@ -59,9 +59,11 @@ class ReconnectChecks(Detector):
             self._attempt_ended(e.t, ex, e.error)
 
     def _on_message(self, e: MessageSeen) -> None:
+        if e.kind != "request" or e.method != "initialize":
+            return  # most messages are no initialize: spare them the lookup
         said = self.ctx.said_for(e.id)
-        if e.kind == "request" and e.direction == C2S and e.method == "initialize" \
-                and e.rpc_id is not None and said is not None and said.exchange is not None:
+        if e.direction == C2S and e.rpc_id is not None and said is not None \
+                and said.exchange is not None:
             session = self.ctx.session(e.session_id)
             assert session is not None
             self._initialize_attempt(e.t, said.exchange, session)

@@ -187,17 +187,33 @@ class StreamState:
     burst_heartbeats: int = 0
     burst_progress: int = 0
     burst_explained: bool = False
+    # cadence(), kept until the next heartbeat: it is read on every chunk and tick, and is
+    # two medians of up to 64 samples. (Add heartbeats with note_heartbeat, which forgets it.)
+    _cadence: tuple[float, float, int] | None = field(default=None, init=False, repr=False,
+                                                      compare=False)
+    _cadence_known: bool = field(default=False, init=False, repr=False, compare=False)
 
     def label(self) -> str:
         return f"{self.method} {self.path} (stream #{self.id})"
 
+    def note_heartbeat(self, interval: float) -> None:
+        """One more interval between heartbeats (the cadence is measured again when read)."""
+        self.heartbeats.append(interval)
+        self._cadence_known = False
+
     def cadence(self) -> tuple[float, float, int] | None:
         """(median, MAD, samples) of the intervals between heartbeats, if any were seen."""
+        if not self._cadence_known:
+            self._cadence = self._measure_cadence()
+            self._cadence_known = True
+        return self._cadence
+
+    def _measure_cadence(self) -> tuple[float, float, int] | None:
         samples = list(self.heartbeats)
         if not samples:
             return None
         median = statistics.median(samples)
-        mad = statistics.median(abs(s - median) for s in samples)
+        mad = statistics.median([abs(s - median) for s in samples])
         return median, mad, len(samples)
 
 

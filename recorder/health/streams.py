@@ -65,6 +65,11 @@ class StreamChecks(Detector):
         super().__init__(ctx)
         self._closes: deque[Close] = deque(maxlen=500)  # unexplained closes, to spot recurrence
         self._truncations: list[Truncation] = []  # resumable streams cut with calls pending
+        # The silence allowed a stream with no heartbeat yet: the config alone decides it, and
+        # it is asked on every chunk.
+        cfg = self.config
+        self._fallback_limit = max(cfg.heartbeat_factor * cfg.heartbeat_interval,
+                                   cfg.heartbeat_interval + cfg.heartbeat_slack)
 
     def tick(self, t: float) -> None:
         cfg = self.config
@@ -168,7 +173,7 @@ class StreamChecks(Detector):
     def _heartbeat(self, stream: StreamState, t: float) -> None:
         since = stream.last_heartbeat if stream.last_heartbeat is not None else stream.opened_at
         if t - since >= 0.05:  # bunched heartbeats say nothing about the cadence
-            stream.heartbeats.append(t - since)
+            stream.note_heartbeat(t - since)
         stream.last_heartbeat = t
         if self._in_burst(stream, t):
             stream.burst_heartbeats += 1
@@ -261,7 +266,7 @@ class StreamChecks(Detector):
             median, count = cfg.heartbeat_interval, 0
             if median <= 0:
                 return
-            limit = max(cfg.heartbeat_factor * median, median + cfg.heartbeat_slack)
+            limit = self._fallback_limit
         if silence <= limit:
             return
         lived = t - stream.opened_at

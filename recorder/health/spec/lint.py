@@ -101,10 +101,17 @@ def _is_id(value: Any) -> bool:
 
 
 class SpecLint:
-    """Feed it the recorder's events in time order; it returns the rules they break."""
+    """Feed it the recorder's events in time order; it returns the rules they break.
 
-    def __init__(self, validate: Validator | None = None) -> None:
+    A facade that dispatches events itself (monitor.HealthMonitor) passes `report` and calls
+    `handlers` directly: each finding then goes to `report` as it is made, and no list is
+    made per event (most events break no rule).
+    """
+
+    def __init__(self, validate: Validator | None = None, *,
+                 report: Callable[[Finding], None] | None = None) -> None:
         self.validate = validate
+        self._report = report
         self._out: list[Finding] = []
         self._fired: set[tuple[str, str]] = set()
         self._exchanges: dict[int, _Exchange] = {}
@@ -126,6 +133,11 @@ class SpecLint:
     def handles(self) -> frozenset[type]:
         """The event types the lint reads."""
         return frozenset(self._handlers)
+
+    @property
+    def handlers(self) -> dict[type, Callable[[Any], None]]:
+        """The lint's step for each event type it reads (with `report`, findings go there)."""
+        return dict(self._handlers)
 
     def observe(self, event: Event) -> list[Finding]:
         handler = self._handlers.get(type(event))
@@ -165,8 +177,12 @@ class SpecLint:
         if (rule_id, scope) in self._fired:
             return
         self._fired.add((rule_id, scope))
-        self._out.append(Finding(BY_ID[rule_id], t, text, scope, session_id, exchange_id,
-                                 stream_id, message_id))
+        finding = Finding(BY_ID[rule_id], t, text, scope, session_id, exchange_id, stream_id,
+                          message_id)
+        if self._report is not None:
+            self._report(finding)
+        else:
+            self._out.append(finding)
 
     # Facts ----------------------------------------------------------------------------------
 
@@ -221,14 +237,14 @@ class SpecLint:
         if stream is None or stream.role != "legacy" or e.kind != "event":
             return
         t = e.t
-        ex = self._exchanges.get(stream.exchange_id or -1)
-        server = ex.server if ex is not None else ""
         kind = e.type or "message"
         data = e.data or ""
         session_id = e.session_id
         if stream.first_event:
             stream.first_event = False
             if kind != "endpoint" and '"jsonrpc"' in data:
+                ex = self._exchanges.get(stream.exchange_id or -1)
+                server = ex.server if ex is not None else ""
                 self._find("legacy-endpoint-first", t,
                            f"the first event of GET {ex.path if ex else '?'} (stream #{stream.id}) "
                            f"is {kind!r}, not 'endpoint': a legacy client cannot learn where to "
@@ -237,6 +253,8 @@ class SpecLint:
             return
         if kind not in ("message", "endpoint") and data.lstrip().startswith("{") \
                 and '"jsonrpc"' in data:
+            ex = self._exchanges.get(stream.exchange_id or -1)
+            server = ex.server if ex is not None else ""
             self._find("legacy-message-event", t,
                        f"a JSON-RPC message on legacy stream #{stream.id} travels as "
                        f"'event: {kind}'; legacy clients read only 'message' events and drop it",
@@ -344,13 +362,14 @@ class SpecLint:
                 answered.error_texts.append(payload["error"]["message"])
         if ex is not None and ex.session_id is None:
             ex.session_id = session_id
-        method = payload.get("method") if isinstance(payload.get("method"), str) else None
+        method = payload.get("method")
+        if not isinstance(method, str):
+            method = None
         kind = e.kind
         if direction == C2S and ex is not None and e.stream_id is None:
             ex.c2s.append((kind, method))
         # The version: initialize offers one; answers follow their request's.
         params = payload.get("params")
-        rpc_id = str(e.rpc_id)
         asked: tuple[str, str | None] | None = None
         if method is None and e.call_id is not None:
             asked = self._requests.pop(e.call_id, None)
@@ -362,52 +381,67 @@ class SpecLint:
             version = version or params["protocolVersion"]
         if method is not None and "id" in payload and e.call_id is not None:
             self._requests[e.call_id] = (method, version)
-        where: dict[str, Any] = dict(session_id=session_id, server=ex.server if ex else "",
-                                     exchange_id=e.exchange_id, stream_id=e.stream_id,
-                                     message_id=e.id)
-        label = method or f"the response to {asked[0] if asked else 'id ' + rpc_id}"
-        self._shape(t, payload, label, method, version, e.batch_index, where)
+        # Where a finding points and how it names the message (`_where`, `_label`) are built
+        # only for a finding: most messages break no rule.
+        self._shape(t, payload, e, ex, method, asked, version)
         if method is None:
-            self._answer(t, payload, asked, version, direction, label, where)
+            self._answer(t, payload, e, ex, asked, version, direction)
         elif kind in ("request", "notification"):
             if ex is not None and kind == "request" and e.batch_index is None:
-                self._headers_2026(t, ex, method, params, version, where)
+                self._headers_2026(t, e, ex, method, params, version)
             if self.validate is not None and version is not None:
                 problem = self.validate(direction, kind, method, version, params)
                 if problem:
                     self._find("schema", t, f"{direction} {kind} {method} does not match the "
                                f"{version} schema: {problem}", version,
-                               **where)
+                               **self._where(e, ex))
 
-    def _shape(self, t: float, payload: dict[str, Any], label: str, method: str | None,
-               version: str | None, batch_index: int | None, where: dict[str, Any]) -> None:
+    @staticmethod
+    def _where(e: MessageSeen, ex: _Exchange | None) -> dict[str, Any]:
+        """The ids a message's finding carries (`_find`'s keywords)."""
+        return dict(session_id=e.session_id, server=ex.server if ex else "",
+                    exchange_id=e.exchange_id, stream_id=e.stream_id, message_id=e.id)
+
+    @staticmethod
+    def _label(e: MessageSeen, method: str | None,
+               asked: tuple[str, str | None] | None) -> str:
+        """How a finding names the message: its method, or the request it answers."""
+        return method or f"the response to {asked[0] if asked else 'id ' + str(e.rpc_id)}"
+
+    def _shape(self, t: float, payload: dict[str, Any], e: MessageSeen, ex: _Exchange | None,
+               method: str | None, asked: tuple[str, str | None] | None,
+               version: str | None) -> None:
         if payload.get("jsonrpc") != "2.0":
             shown = orjson.dumps(payload["jsonrpc"]).decode() if "jsonrpc" in payload \
                 else "missing"
-            self._find("jsonrpc-version", t, f"{label} has \"jsonrpc\": {shown}, not \"2.0\"",
-                       version, **where)
+            self._find("jsonrpc-version", t,
+                       f"{self._label(e, method, asked)} has \"jsonrpc\": {shown}, not \"2.0\"",
+                       version, **self._where(e, ex))
         if method is not None and "id" in payload and not _is_id(payload["id"]):
             self._find("id-type", t, f"request {method} has id "
                        f"{orjson.dumps(payload['id']).decode()}; ids are strings or integers",
-                       version, **where)
+                       version, **self._where(e, ex))
         if method is None and ("result" in payload) == ("error" in payload):
             has = "both result and error" if "result" in payload else "neither result nor error"
-            self._find("result-xor-error", t, f"{label} has {has}", version, **where)
+            self._find("result-xor-error", t, f"{self._label(e, method, asked)} has {has}",
+                       version, **self._where(e, ex))
         if method is None and "error" in payload:
             error = payload["error"]
             code = error.get("code") if isinstance(error, dict) else None
             text = error.get("message") if isinstance(error, dict) else None
             if not _is_id(code) or isinstance(code, str) or not isinstance(text, str):
-                self._find("error-shape", t, f"{label} carries error "
+                self._find("error-shape", t, f"{self._label(e, method, asked)} carries error "
                            f"{orjson.dumps(error).decode()[:120]}; code must be an integer and "
-                           "message a string", version, **where)
-        if batch_index is not None and version is not None \
+                           "message a string", version, **self._where(e, ex))
+        if e.batch_index is not None and version is not None \
                 and version != "2025-03-26":
-            self._find("batch", t, f"{label} travelled in a JSON-RPC batch, which {version} "
-                       "does not allow (batches exist only in 2025-03-26)", version, **where)
+            self._find("batch", t, f"{self._label(e, method, asked)} travelled in a JSON-RPC "
+                       f"batch, which {version} does not allow (batches exist only in "
+                       "2025-03-26)", version, **self._where(e, ex))
 
-    def _answer(self, t: float, payload: dict[str, Any], asked: tuple[str, str | None] | None,
-                version: str | None, direction: str, label: str, where: dict[str, Any]) -> None:
+    def _answer(self, t: float, payload: dict[str, Any], e: MessageSeen, ex: _Exchange | None,
+                asked: tuple[str, str | None] | None, version: str | None,
+                direction: str) -> None:
         result = payload.get("result")
         if isinstance(result, dict) and asked is not None:
             if asked[0] == "initialize":
@@ -415,23 +449,25 @@ class SpecLint:
                 if isinstance(answered, str) and answered not in VERSIONS:  # (missing: schema)
                     self._find("negotiated-version", t, f"initialize was answered with "
                                f"protocolVersion {answered!r}, not a published revision",
-                               asked[1] or "2025-06-18", **where)
+                               asked[1] or "2025-06-18", **self._where(e, ex))
             checked = result
             if "resultType" not in result:
-                self._find("result-type", t, f"{label} has no resultType", version, **where)
+                self._find("result-type", t, f"{self._label(e, None, asked)} has no resultType",
+                           version, **self._where(e, ex))
                 checked = {"resultType": "complete", **result}  # said once, by its own rule
             if self.validate is not None and version is not None:
                 problem = self.validate(direction, "result", asked[0], version, checked)
                 if problem:
                     self._find("schema", t, f"the result of {asked[0]} does not match the "
-                               f"{version} schema: {problem}", version, **where)
+                               f"{version} schema: {problem}", version, **self._where(e, ex))
         error = payload.get("error")
         if isinstance(error, dict) and error.get("code") == -32002:
-            self._find("error-code-2026", t, f"{label} uses -32002 (resource not found before "
-                       "2026-07-28); 2026-07-28 uses -32602", version, **where)
+            self._find("error-code-2026", t, f"{self._label(e, None, asked)} uses -32002 "
+                       "(resource not found before 2026-07-28); 2026-07-28 uses -32602",
+                       version, **self._where(e, ex))
 
-    def _headers_2026(self, t: float, ex: _Exchange, method: str, params: Any,
-                      version: str | None, where: dict[str, Any]) -> None:
+    def _headers_2026(self, t: float, e: MessageSeen, ex: _Exchange, method: str, params: Any,
+                      version: str | None) -> None:
         if version not in BY_ID["method-header"].versions or ex.legacy:
             return  # the headers are Streamable HTTP's; mcp 2 over legacy SSE sends none
         sent = ex.headers.get("mcp-method")
@@ -447,4 +483,4 @@ class SpecLint:
         if problems:
             self._find("method-header", t, f"POST {ex.path}: " + ", ".join(problems) +
                        "; servers answer a mismatch with 400 -32020 HeaderMismatch", version,
-                       **where)
+                       **self._where(e, ex))

@@ -13,6 +13,22 @@ from typing import Any
 
 from recorder.model import C2S, S2C
 
+# (mcp_types.methods, pydantic.ValidationError), imported at the first message, not with this
+# module (pydantic is heavy), and kept: an import statement per message costs about 1 us.
+_api: tuple[Any, Any] | None = None
+
+
+def _schema_api() -> tuple[Any, Any] | None:
+    global _api
+    if _api is None:
+        try:
+            from mcp_types import methods
+            from pydantic import ValidationError
+        except ImportError:  # pragma: no cover - mcp-types is a dependency; tolerate its absence
+            return None
+        _api = (methods, ValidationError)
+    return _api
+
 
 def validate_message(direction: str, kind: str, method: str, version: str,
                      body: Any) -> str | None:
@@ -21,11 +37,10 @@ def validate_message(direction: str, kind: str, method: str, version: str,
     Methods the schema of `version` does not define (extensions, custom methods) and
     versions it does not know are not judged: that is other rules' business.
     """
-    try:
-        from mcp_types import methods
-        from pydantic import ValidationError
-    except ImportError:  # pragma: no cover - mcp-types is a dependency; tolerate its absence
+    api = _api or _schema_api()
+    if api is None:
         return None
+    methods, ValidationError = api
     if body is not None and not isinstance(body, Mapping):
         return f"{'result' if kind == 'result' else 'params'} is not an object"
     try:
