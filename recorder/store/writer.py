@@ -175,8 +175,11 @@ class StoreWriter:
 
     def write(self, event: Event) -> None:
         """Queue an event; the writer thread turns it into its rows."""
+        # Queued as it is, not in an operation tuple: an event is never an exact tuple (they
+        # are NamedTuples), so the writer tells the two apart by type. That saves a tuple per
+        # event to build here and to free in the writer thread.
         buffer = self._buffer
-        buffer.append(("e", event))
+        buffer.append(event)
         if len(buffer) >= _SUBMIT_EVERY:
             self.submit()
 
@@ -274,19 +277,12 @@ class StoreWriter:
             if self._retry and backoff:
                 # Failing: wait before the next attempt, but keep taking what comes (the
                 # producer's backlog stays bounded; a stop request ends the wait).
-                batch = self._take(backoff)
+                batch, waiters, stop = self._take(backoff)
             else:
-                batch = self._take(None)
-            waiters = []
+                batch, waiters, stop = self._take(None)
             ops = self._retry
             self._retry = []
-            for op in batch:
-                if op is None:
-                    stop = True
-                elif op[0] == "f":
-                    waiters.append(op[1])
-                else:
-                    ops.append(op)
+            ops += batch
             if ops:
                 failure = self._attempt(ops)
                 if failure is None:
@@ -309,20 +305,28 @@ class StoreWriter:
                 self._lost.clear()
                 self._retry = []
 
-    def _take(self, wait: float | None) -> list[Any]:
+    def _take(self, wait: float | None) -> tuple[list[Any], list[threading.Event], bool]:
+        """A batch: the operations queued, the flushes waiting for them, whether to stop.
+
+        Flush requests and the stop request are queue items of their own, never inside a
+        submitted list, so the operations are concatenated without a look at each."""
         get, get_nowait = self._queue.get, self._queue.get_nowait
+        waiters: list[threading.Event] = []
+        stop = False
         try:
             item = get() if wait is None else get(timeout=wait)
         except queue.Empty:
-            return []
+            return [], waiters, stop
         batch: list[Any] = []
         deadline = time.monotonic() + self._batch_seconds
         while True:
-            if item is not None and item[0] == "B":
+            if item is None:
+                stop = True
+            elif item[0] == "B":
                 batch += item[1]
                 self._taken += len(item[1])
             else:
-                batch.append(item)
+                waiters.append(item[1])
             if len(batch) >= _BATCH_OPS:
                 break
             try:
@@ -335,7 +339,7 @@ class StoreWriter:
                     item = get(timeout=remaining)
                 except queue.Empty:
                     break
-        return batch
+        return batch, waiters, stop
 
     def _attempt(self, ops: list[Any]) -> BaseException | None:
         try:
@@ -355,9 +359,10 @@ class StoreWriter:
                          "as a gap")
         kept: list[Any] = []
         for op in ops:
-            if op[0] == "e" and type(op[1]) in DATA_EVENTS:
-                self._account_lost(op[1])
-            elif op[0] == "i" and op[1] in _DATA_TABLES:  # a row of an offline tool
+            if type(op) in DATA_EVENTS:
+                self._account_lost(op)
+            elif type(op) is tuple and op[0] == "i" and op[1] in _DATA_TABLES:
+                # a row of an offline tool
                 self._account_lost(next(events_of(op[1], op[2])))
             else:
                 kept.append(op)
@@ -431,12 +436,12 @@ class StoreWriter:
         db.execute("BEGIN")
         try:
             for op in ops:
-                if op[0] == "e":
-                    event = op[1]
-                    events = hot.get(type(event))
-                    if events is not None:  # the hot path
-                        events.append(event)
-                        continue
+                events = hot.get(type(op))
+                if events is not None:  # the hot path: an event of a type seen in this batch
+                    events.append(op)
+                    continue
+                if type(op) is not tuple:  # an event (operations are exact tuples)
+                    event = op
                     if type(event) in event_inserts:
                         hot[type(event)] = [event]
                         continue
