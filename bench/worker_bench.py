@@ -8,8 +8,10 @@ into a fresh capture in a temporary directory) and prints CPU microseconds per e
 main thread (decode, ingest, health) and of the writer thread, measured with
 `time.thread_time` / `/proc/self/task`; and, as the baseline measured in the same run, the
 CPU SQLite alone takes to store the same rows (executemany in batches, as the writer
-commits). Run it before and after a change on the same machine. `--profile` writes a pyinstrument report of the main
-thread (needs `pip install pyinstrument`).
+commits). The writer thread also frees the events once stored (it holds their last
+reference): about 2 us/event on py3.11 and 3.13, most of what it spends above the baseline.
+Run it before and after a change on the same machine. `--profile` writes a pyinstrument
+report of the main thread (needs `pip install pyinstrument`).
 """
 
 from __future__ import annotations

@@ -91,3 +91,34 @@ def test_foreign_files_are_refused(tmp_path):
     link.symlink_to(tmp_path / "target.db")
     with pytest.raises(StoreError, match="symbolic link"):
         StoreWriter(link)
+
+
+def test_events_of_one_batch_are_stored_as_their_rows(tmp_path):
+    """The writer's hot path (events gathered per type, bound as plain tuples) stores what the
+    events say: an update after an insert of the same batch finds its row, an offline tool's
+    row of a hot table goes in beside the events, a message's payload is not a column."""
+    from recorder.events import ChunkStored, MessageSeen, SseSeen, StreamCounters, StreamOpened
+
+    db = tmp_path / "c.db"
+    writer = StoreWriter(db)
+    writer.write(StreamOpened(1, 1, None, "GET", "get", None, 1.0, None))
+    chunks = [ChunkStored(i, 1, i - 1, 1.0 + i, 10 * (i - 1), b"x" * 10) for i in (1, 2)]
+    sse = SseSeen(1, 1, 1, 1.5, "event", "message", "{}", "e1", None, 3000, 0, 20)
+    message = MessageSeen(1, 1, 1, 1, 1, 1.5, "s2c", "notification", None, "m", None, "{}",
+                          None, None, payload={"not": "stored"})
+    for event in (*chunks, sse, message):
+        writer.write(event)
+    writer.insert("chunks", {"id": 3, "stream_id": 1, "seq": 2, "t": 4.0, "offset": 20,
+                             "data": b"y"})
+    writer.write(StreamCounters(2.0, 1, 21, 3, 1, 0, 1.5, False, 3000, 1.1))
+    writer.write(chunks[0]._replace(id=4, seq=3, offset=21))  # after the update: still stored
+    writer.close()
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT id, stream_id, seq, t, offset, data FROM chunks ORDER BY id")
+    assert rows.fetchall() == [tuple(c) for c in chunks] + [
+        (3, 1, 2, 4.0, 20, b"y"), (4, 1, 3, 2.0, 21, b"x" * 10)]
+    assert conn.execute("SELECT * FROM sse_events").fetchall() == [tuple(sse)]
+    assert conn.execute("SELECT * FROM messages").fetchall() == [tuple(message)[:-1]]
+    assert conn.execute("SELECT method, bytes, chunks, events, retry_ms, first_byte_at "
+                        "FROM streams").fetchall() == [("GET", 21, 3, 1, 3000, 1.1)]
+    conn.close()
