@@ -192,7 +192,12 @@ class StoreWriter:
 
     def record_gap(self, gap: gaps.CaptureGap) -> None:
         """Queue a `capture_gaps` row and its `capture-gap` flag."""
-        self._put(("g", gap))
+        self._put(self._gap_op(gap))
+
+    def _gap_op(self, gap: gaps.CaptureGap) -> tuple[str, gaps.CaptureGap, tuple[int, int]]:
+        # Its ids are taken once, here: a batch that fails is retried with the same op, so
+        # a retried gap keeps its ids.
+        return ("g", gap, (self.next_id("capture_gaps"), self.next_id("flags")))
 
     def submit(self) -> None:
         """Hand what was queued so far to the writer thread (the recorder does this after
@@ -400,7 +405,7 @@ class StoreWriter:
 
     def _resumed(self) -> None:
         lost = self._lost_gaps()
-        if self._attempt([("g", gap) for gap in lost]) is not None:
+        if self._attempt([self._gap_op(gap) for gap in lost]) is not None:
             return  # still failing: try again with the next batch
         since = self._failing_since or time.time()
         self._failing_since = None
@@ -470,11 +475,7 @@ class StoreWriter:
                     )
                 elif op[0] == "g":
                     gap: gaps.CaptureGap = op[1]
-                    # Ids are taken once per gap, so a retried gap keeps its ids.
-                    if len(op) == 2:
-                        ids = (self.next_id("capture_gaps"), self.next_id("flags"))
-                        op = ("g", gap, ids)
-                    gap_id, flag_id = op[2]
+                    gap_id, flag_id = op[2]  # taken when it was queued (_gap_op)
                     gap_ids.append((gap_id, flag_id))
                     for table, row in (("capture_gaps", gap.row(gap_id)),
                                        ("flags", gap.flag_row(flag_id, gap_id))):

@@ -154,6 +154,28 @@ def test_a_locked_database_is_retried_and_what_was_dropped_is_a_gap(tmp_path):
         assert capture.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_a_gap_whose_write_failed_is_retried_with_the_ids_it_was_given(tmp_path):
+    db = tmp_path / "locked-gap.db"
+    lines: list[str] = []
+    writer = StoreWriter(db, report=lines.append, batch_seconds=0.01)
+    writer.flush()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    writer.record_gap(gaps.CaptureGap(gaps.OVERLOAD, 1.0, 2.0, bytes=10, chunks=1, events=1))
+    writer.submit()
+    deadline = time.monotonic() + 20
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lines and "database is locked" in lines[0]
+    other.execute("ROLLBACK")
+    other.close()
+    writer.close()
+    with Capture(db) as capture:
+        # Failed attempts took no new ids: the one gap and its flag are the first of each.
+        assert [(g["id"], g["reason"]) for g in capture.gaps()] == [(1, gaps.OVERLOAD)]
+        assert [(f["id"], f["kind"]) for f in capture.flags()] == [(1, gaps.CAPTURE_GAP)]
+
+
 def test_an_unclosed_recording_is_marked_interrupted_at_the_next_opening(tmp_path):
     db = tmp_path / "crash.db"
     writer = StoreWriter(db, recording=True)
