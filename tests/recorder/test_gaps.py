@@ -117,6 +117,16 @@ def test_a_quiet_streams_tail_is_stored_by_time(tmp_path):
     writer.close()
 
 
+def _reported_locked_then_unlock(lines: list[str], other: sqlite3.Connection) -> None:
+    """Wait for the writer's console line about the lock `other` holds, then release it."""
+    deadline = time.monotonic() + 20
+    while not lines and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lines and "database is locked" in lines[0]
+    other.execute("ROLLBACK")
+    other.close()
+
+
 def test_a_locked_database_is_retried_and_what_was_dropped_is_a_gap(tmp_path):
     db = tmp_path / "locked.db"
     lines: list[str] = []
@@ -130,12 +140,7 @@ def test_a_locked_database_is_retried_and_what_was_dropped_is_a_gap(tmp_path):
     for i in range(20):
         ingest.feed(("c", "f", 2.0 + i / 100, LF_EVENT % i))
     ingest.tick(5.0)
-    deadline = time.monotonic() + 20
-    while not lines and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert lines and "database is locked" in lines[0]
-    other.execute("ROLLBACK")
-    other.close()
+    _reported_locked_then_unlock(lines, other)
     ingest.feed(("c", "f", 6.0, LF_EVENT % 20))
     ingest.feed(("e", "f", 7.0, None))
     ingest.close(8.0)
@@ -163,12 +168,7 @@ def test_a_gap_whose_write_failed_is_retried_with_the_ids_it_was_given(tmp_path)
     other.execute("BEGIN EXCLUSIVE")
     writer.record_gap(gaps.CaptureGap(gaps.OVERLOAD, 1.0, 2.0, bytes=10, chunks=1, events=1))
     writer.submit()
-    deadline = time.monotonic() + 20
-    while not lines and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert lines and "database is locked" in lines[0]
-    other.execute("ROLLBACK")
-    other.close()
+    _reported_locked_then_unlock(lines, other)
     writer.close()
     with Capture(db) as capture:
         # Failed attempts took no new ids: the one gap and its flag are the first of each.
