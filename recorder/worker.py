@@ -171,8 +171,10 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
                 # chunks (~0.3 KB an event) rather than as rows in the writer's queue (~2 KB).
                 time.sleep(0.01)
                 ready: list[int] = []
+                idle = False  # not read, not caught up: the writer is behind
             else:
                 ready, _, _ = select.select([fd], [], [], TICK_SECONDS)
+                idle = not ready  # nothing arrived for a while: caught up
             newest: Fact | None = None
             if ready:
                 data = os.read(fd, 1 << 20)
@@ -185,7 +187,7 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
                     if facts:
                         newest = facts[-1]
             now = time.time()
-            if cpu is not None and (not ready or newest is not None):
+            if cpu is not None and (idle or newest is not None):
                 change = cpu.update(0.0 if newest is None else now - wire.fact_time(newest))
                 if change is not None:
                     set_cpu_mode(change)
