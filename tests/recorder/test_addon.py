@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
 
 from recorder.addon import Recorder
@@ -22,17 +24,22 @@ CHUNKS = [b"event: endpoint\r\ndata: /messages/?session_id=" + b"e" * 32 + b"\r\
           b'event: message\r\ndata: {"jsonrpc":"2.0","method":"notifications/message"}\r\n\r\n']
 
 
+def _sse_response(addon: Recorder) -> tuple[http.HTTPFlow, Any]:
+    """A GET /sse whose event-stream response the addon has started tapping."""
+    flow = tflow.tflow(req=tutils.treq(method=b"GET", path=b"/sse"))
+    addon.request(flow)
+    flow.response = tutils.tresp(headers=[(b"content-type", b"text/event-stream")],
+                                 content=None)
+    addon.responseheaders(flow)
+    return flow, flow.response.stream
+
+
 def test_tap_forwards_bytes_unchanged_and_records_them(tmp_path):
     db = tmp_path / "c.db"
     addon = Recorder()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, ssetap_db=str(db))
-        flow = tflow.tflow(req=tutils.treq(method=b"GET", path=b"/sse"))
-        addon.request(flow)
-        flow.response = tutils.tresp(headers=[(b"content-type", b"text/event-stream")],
-                                     content=None)
-        addon.responseheaders(flow)
-        tap = flow.response.stream
+        flow, tap = _sse_response(addon)
         assert callable(tap)
         assert [tap(c) for c in CHUNKS] == CHUNKS  # identity: the client gets the same bytes
         assert tap(b"") == b""
@@ -99,12 +106,7 @@ def test_chunks_tapped_after_the_link_stopped_taking_facts_are_a_stopped_gap(tmp
     addon = Recorder()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, ssetap_db=str(db))
-        flow = tflow.tflow(req=tutils.treq(method=b"GET", path=b"/sse"))
-        addon.request(flow)
-        flow.response = tutils.tresp(headers=[(b"content-type", b"text/event-stream")],
-                                     content=None)
-        addon.responseheaders(flow)
-        tap = flow.response.stream
+        flow, tap = _sse_response(addon)
         for chunk in CHUNKS[:2]:
             tap(chunk)
         link = addon.link
