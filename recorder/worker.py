@@ -90,6 +90,18 @@ def cpu_policy(max_lag: float) -> CpuPolicy | None:
     return CpuPolicy.for_max_lag(max_lag)
 
 
+def defer(seconds: float, stopping: Callable[[], bool]) -> None:
+    """Leave the input unread for `seconds` (a `CpuPolicy` deferral), in slices, so that
+    recording that stops ends it at once: SIGTERM, or the proxy's link switching this process
+    to compete, as it does before it closes our input (stopping is bounded in time)."""
+    end = time.monotonic() + seconds
+    while not stopping() and os.sched_getscheduler(0) == os.SCHED_IDLE:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, TICK_SECONDS))
+
+
 def load_key(db_path: Path) -> bytes:
     """The capture's pseudonym key, kept beside it (0600) so later runs pseudonymise alike."""
     key_path = Path(f"{db_path}.key")
@@ -187,15 +199,21 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
                     if facts:
                         newest = facts[-1]
             now = time.time()
+            switch = None
             if cpu is not None and (idle or newest is not None):
-                change = cpu.update(0.0 if newest is None else now - wire.fact_time(newest))
-                if change is not None:
-                    set_cpu_mode(change)
+                switch = cpu.update(0.0 if newest is None else now - wire.fact_time(newest))
+                if switch is not None and not switch.after:
+                    set_cpu_mode(switch.mode)
             writer.submit()  # what this read produced goes to the writer thread now
             if now - last_tick >= TICK_SECONDS:
                 ingest.tick(now)
                 collector.tick()
                 last_tick = now
+            if switch is not None and switch.after:
+                # The next tick comes after the next read, which measures the backlog first
+                # (recorder.live moves ticks back by it): a deferral makes no stream silent.
+                defer(switch.after, lambda: stopping)
+                set_cpu_mode(switch.mode)
     finally:
         if cpu is not None:
             set_cpu_mode(COMPETE)  # stopping is bounded in time: no waiting for idle CPU now

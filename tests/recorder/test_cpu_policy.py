@@ -10,10 +10,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from recorder.cpu_policy import COMPETE, YIELD, CpuPolicy, set_cpu_mode
+from recorder.cpu_policy import COMPETE, FALLING_READS, YIELD, CpuPolicy, Switch, set_cpu_mode
 from tests.conftest import ROOT, start_recording, wait_for
 from tests.recorder.pressure import SseProducer, StreamClient, wait_worker
 
@@ -24,13 +25,54 @@ linux_idle = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"),
 def test_it_yields_until_half_the_shedding_bound_then_competes_until_caught_up():
     policy = CpuPolicy.for_max_lag(2.0)
     assert (policy.mode, policy.catch_up_after) == (YIELD, 1.0)
-    assert [policy.update(lag) for lag in (0.0, 0.3, 0.99)] == [None, None, None]
-    assert policy.update(1.0) == COMPETE
+    # (A lag between idle reads: starved for a moment, not outrun; see the next test.)
+    assert [policy.update(lag) for lag in (0.0, 0.3, 0.0, 0.99)] == [None] * 4
+    assert policy.update(1.0) == Switch(COMPETE, 0.0)
     # Working off the backlog: still behind, even well under the threshold, it keeps going.
     assert [policy.update(lag) for lag in (1.5, 0.4, 0.06)] == [None, None, None]
-    assert policy.update(0.01) == YIELD
+    assert policy.update(0.01) == Switch(YIELD)
     assert policy.update(0.0) is None
-    assert (policy.mode, policy.switches) == (YIELD, 2)
+    assert (policy.mode, policy.switches, policy.deferrals) == (YIELD, 2, 0)
+
+
+def test_outrun_by_the_traffic_it_leaves_the_burst_alone_until_the_catch_up_point():
+    # Reads in a row, each further behind than the last: the traffic outruns the worker, and
+    # anything it did now, even on idle CPU, would slow the traffic (measured: the module's
+    # docstring). It leaves the input unread until it is 1 s behind, then competes.
+    policy = CpuPolicy.for_max_lag(2.0)
+    assert [policy.update(lag) for lag in (0.02, 0.12)] == [None, None]
+    switch = policy.update(0.2)
+    assert switch is not None and switch.mode == COMPETE
+    assert switch.after == pytest.approx(0.8)
+    assert (policy.mode, policy.deferrals) == (COMPETE, 1)
+    assert policy.update(0.7) is None  # catching up, competing
+    assert policy.update(0.01) == Switch(YIELD)
+    # As measured in a burst: two reads in a row may find the same lag.
+    assert [policy.update(lag) for lag in (0.003, 0.176)] == [None, None]
+    assert policy.update(0.194) == Switch(COMPETE, pytest.approx(0.806))
+
+
+@pytest.mark.parametrize("lags", [
+    (0.3, 0.25, 0.2, 0.15, 0.12),  # starved for a moment, then less behind: catching up
+    (0.2, 0.2, 0.2, 0.2),  # behind, but keeping pace
+    (0.01, 0.015, 0.02, 0.03, 0.045),  # rising, but within what a keeping-up worker reads at
+    (0.2, 0.0, 0.3, 0.0, 0.2),  # caught up in between (an idle read)
+    (0.01, 0.02, 0.05, 0.5),  # one long stall after a few keeping-up reads
+])
+def test_a_worker_that_is_not_outrun_never_defers(lags):
+    policy = CpuPolicy.for_max_lag(2.0)
+    assert [policy.update(lag) for lag in lags] == [None] * len(lags)
+    assert (policy.mode, policy.deferrals) == (YIELD, 0)
+
+
+def test_no_deferral_when_already_at_the_catch_up_point():
+    lags = [0.2 + 0.1 * i for i in range(FALLING_READS)]
+    policy = CpuPolicy(catch_up_after=lags[-1] + 0.1)
+    switches = [policy.update(lag) for lag in lags]
+    assert switches == [None] * (FALLING_READS - 1) + [Switch(COMPETE, pytest.approx(0.1))]
+    policy = CpuPolicy(catch_up_after=lags[-1])
+    switches = [policy.update(lag) for lag in lags]
+    assert switches == [None] * (FALLING_READS - 1) + [Switch(COMPETE)]
 
 
 def test_a_tiny_max_lag_still_leaves_room_between_the_thresholds():
@@ -124,6 +166,104 @@ def test_the_worker_loop_switches_every_thread_and_competes_while_stopping(tmp_p
     assert [(mode, ok, policies) for mode, ok, policies, _ in seen["switched"]] == [
         (COMPETE, True, [other]), (YIELD, True, [idle]), (COMPETE, True, [other])]
     assert all(threads >= 3 for *_, threads in seen["switched"][:2])  # main, writer, feeder
+
+
+_DEFER = textwrap.dedent("""
+    import fcntl, json, os, sys, termios, threading, time
+    from pathlib import Path
+    from recorder import cpu_policy, wire, worker
+    from recorder.cpu_policy import COMPETE, CpuPolicy
+
+    assert worker.cpu_policy(2.0) is not None, "cannot yield and compete again here"
+    catch_up_after, stop_it = float(sys.argv[2]), sys.argv[3] == "stop"
+    policy = CpuPolicy(catch_up_after=catch_up_after)
+    seen = {"updates": [], "switched": []}
+    update, real = policy.update, worker.set_cpu_mode
+
+    def recorded_update(behind):
+        switch = update(behind)
+        seen["updates"].append((time.monotonic(), behind, switch))
+        return switch
+
+    def recorded_set_cpu_mode(mode):
+        seen["switched"].append((time.monotonic(), mode))
+        return real(mode)
+
+    policy.update, worker.set_cpu_mode = recorded_update, recorded_set_cpu_mode
+    read_end, write_end = os.pipe()
+
+    def unread():
+        return int.from_bytes(fcntl.ioctl(read_end, termios.FIONREAD, b"\\0" * 4), "little")
+
+    def send(facts):
+        os.write(write_end, wire.encode_frame(facts))
+        while unread():  # one read per frame: the worker took this one before the next
+            time.sleep(0.005)
+
+    def feed():
+        now = time.time()
+        send([(wire.REQUEST, "f1", now, "GET", "http://127.0.0.1:1/sse", "HTTP/1.1",
+               [("accept", "text/event-stream")], None, "127.0.0.1:5", 0),
+              (wire.RESPONSE_HEADERS, "f1", now, 200, "OK",
+               [("content-type", "text/event-stream")], True)])
+        # A burst the worker falls behind: every frame carries chunks the proxy saw 0.15 s
+        # before the first, so each read finds the worker further behind than the last.
+        seen_at = time.time() - 0.15
+        while not policy.deferrals:
+            send([(wire.CHUNK, "f1", seen_at, b"data: {}\\n\\n")])
+            time.sleep(0.02)
+        seen["burst_done"] = time.monotonic()
+        os.write(write_end, wire.encode_frame([(wire.CHUNK, "f1", time.time(), b"data: 1\\n\\n")]))
+        if stop_it:
+            time.sleep(0.2)
+            seen["link_switched"] = time.monotonic()
+            cpu_policy.set_cpu_mode(COMPETE, os.getpid())  # what the link does at close()
+        while unread():
+            time.sleep(0.005)
+        os.write(write_end, wire.encode_frame([(wire.END, "f1", time.time(), None)]))
+        os.close(write_end)
+
+    threading.Thread(target=feed).start()
+    code = worker.run(Path(sys.argv[1]), raw=False, observers_factory=None, fd=read_end,
+                      cpu=policy)
+    seen["returned"] = time.monotonic()
+    print(json.dumps({"code": code, **seen}))
+""")
+
+
+def _deferring_worker(db: Path, catch_up_after: float, stop: bool) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", _DEFER, str(db), str(catch_up_after),
+                           "stop" if stop else "run"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["code"] == 0
+    return seen
+
+
+@linux_idle
+def test_an_outrun_worker_leaves_its_input_unread_then_competes(tmp_path: Path):
+    seen = _deferring_worker(tmp_path / "defer.db", 3.0, stop=False)
+    deferrals = [(at, behind, switch) for at, behind, switch in seen["updates"]
+                 if switch and switch[1]]
+    assert len(deferrals) == 1, seen["updates"]
+    deferred_at, behind, (mode, after) = deferrals[0]
+    assert mode == COMPETE and after == pytest.approx(3.0 - behind)
+    # Nothing read meanwhile: the next read comes only after the deferral, and competing.
+    later = [at for at, *_ in seen["updates"] if at > deferred_at]
+    competed_at = next(at for at, mode in seen["switched"] if mode == COMPETE)
+    assert competed_at - deferred_at >= after - 0.01
+    assert later and min(later) >= competed_at
+    assert seen["returned"] - competed_at < 30
+
+
+@linux_idle
+def test_a_deferral_ends_at_once_when_the_link_switches_the_worker_to_compete(tmp_path: Path):
+    # Stopping is bounded in time: the link switches the worker to compete before it closes
+    # the worker's input, and a worker deferring for a minute notices within a tick.
+    seen = _deferring_worker(tmp_path / "stop.db", 60.0, stop=True)
+    assert seen["returned"] - seen["link_switched"] < 5
+    assert seen["returned"] - seen["burst_done"] < 10
 
 
 @linux_idle
