@@ -23,10 +23,12 @@ and its client's from 12-13 to 25 us (bench/stream_bench.py, the same minutes): 
 the gaps the traffic leaves still slows the traffic. So a worker that the traffic outruns
 while it yields (`FALLING_READS` reads in a row each found it at least `defer_after` behind,
 the last further behind than the first) does not nibble at the burst: it leaves its input
-unread until it is `catch_up_after` behind, then competes to catch up. Measured against
-yielding alone (16 alternating rounds each): the client's CPU per event in a burst 14-19 us
-instead of 19-23, the worker's share of the burst 0.04-0.28 cores instead of 0.16-0.45, and
-c/b 0.88 instead of 0.79 (median). A worker that was only starved for a moment finds itself
+unread until it is `defer_until` behind (three quarters of `--max-lag`), then competes to
+catch up. Measured against
+yielding alone (16 rounds each, runs alternating): c/b 0.95 instead of 0.79 (median; 10 of
+16 rounds at 0.9 or more instead of 4), the proxy's CPU per event 1.08x bare mitmdump's
+instead of 1.26x, the client's 13-19 us instead of 18-20, the worker's share of the burst
+0.02-0.31 cores instead of 0.08-0.36. A worker that was only starved for a moment finds itself
 less behind read after read as it catches up and never defers, so a light stream on a busy
 machine keeps the 200 ms crash bound; a deferral stays within the `--max-lag` one.
 
@@ -71,12 +73,15 @@ class CpuPolicy:
     """Feed it how far behind the wire the worker is after each read; it says when to switch."""
 
     def __init__(self, catch_up_after: float, caught_up_below: float = CAUGHT_UP_BELOW,
-                 defer_after: float = DEFER_AFTER) -> None:
+                 defer_after: float = DEFER_AFTER, defer_until: float | None = None) -> None:
         if not 0 <= caught_up_below < catch_up_after:
             raise ValueError("caught_up_below must be below catch_up_after")
         self.catch_up_after = catch_up_after
         self.caught_up_below = caught_up_below
         self.defer_after = defer_after
+        # How far behind a deferral lets the worker fall before it competes (default: as far
+        # as a starved worker may fall, catch_up_after).
+        self.defer_until = max(catch_up_after, defer_until or 0.0)
         self.mode: Mode = YIELD
         self.switches = 0
         self.deferrals = 0
@@ -87,8 +92,13 @@ class CpuPolicy:
     def for_max_lag(cls, max_lag: float) -> CpuPolicy:
         """Half of the proxy's shedding bound: room for a starved worker to be scheduled
         (a SCHED_IDLE task still gets a slice now and then) and to catch up before the proxy
-        sheds, while a burst of up to a second yields the CPU to the traffic."""
-        return cls(max(max_lag / 2, 2 * CAUGHT_UP_BELOW))
+        sheds, while a burst of up to a second yields the CPU to the traffic. A deferral goes
+        on to three quarters: a worker competing while the burst lasts cannot catch up anyway
+        (it falls behind more slowly, taking the traffic's CPU), and a 1.5 s burst at the
+        default `--max-lag` then runs without it; the last quarter is the margin for waking
+        at SCHED_IDLE and switching before the proxy sheds."""
+        catch_up_after = max(max_lag / 2, 2 * CAUGHT_UP_BELOW)
+        return cls(catch_up_after, defer_until=max_lag * 0.75)
 
     def update(self, behind: float) -> Switch | None:
         """`behind`: seconds between the proxy seeing the newest fact just read and now (0
@@ -102,7 +112,7 @@ class CpuPolicy:
             switch = Switch(COMPETE)
         elif self.mode == YIELD and len(recent) == FALLING_READS and behind > recent[0]:
             # Outrun by the traffic: leave the burst alone until the catch-up point.
-            switch = Switch(COMPETE, self.catch_up_after - behind)
+            switch = Switch(COMPETE, self.defer_until - behind)
             self.deferrals += 1
         elif self.mode == COMPETE and behind < self.caught_up_below:
             switch = Switch(YIELD)

@@ -38,18 +38,19 @@ def test_it_yields_until_half_the_shedding_bound_then_competes_until_caught_up()
 def test_outrun_by_the_traffic_it_leaves_the_burst_alone_until_the_catch_up_point():
     # Reads in a row, each further behind than the last: the traffic outruns the worker, and
     # anything it did now, even on idle CPU, would slow the traffic (measured: the module's
-    # docstring). It leaves the input unread until it is 1 s behind, then competes.
+    # docstring). It leaves the input unread until it is 1.5 s behind, then competes.
     policy = CpuPolicy.for_max_lag(2.0)
+    assert (policy.catch_up_after, policy.defer_until) == (1.0, 1.5)
     assert [policy.update(lag) for lag in (0.02, 0.12)] == [None, None]
     switch = policy.update(0.2)
     assert switch is not None and switch.mode == COMPETE
-    assert switch.after == pytest.approx(0.8)
+    assert switch.after == pytest.approx(1.3)
     assert (policy.mode, policy.deferrals) == (COMPETE, 1)
     assert policy.update(0.7) is None  # catching up, competing
     assert policy.update(0.01) == Switch(YIELD)
     # As measured in a burst: two reads in a row may find the same lag.
     assert [policy.update(lag) for lag in (0.003, 0.176)] == [None, None]
-    assert policy.update(0.194) == Switch(COMPETE, pytest.approx(0.806))
+    assert policy.update(0.194) == Switch(COMPETE, pytest.approx(1.306))
 
 
 @pytest.mark.parametrize("lags", [
