@@ -47,6 +47,7 @@ from tests.conftest import ROOT, RawServer, Recording, start_recording
 pytestmark = pytest.mark.timeout(120)
 
 REQUEST_TIMEOUT = "1.5s"
+CLEAN_REQUEST_TIMEOUT = "15s"
 # The thresholds both recordings and `ssetap check` use (remote_hosts is added per capture).
 CHECK_CONFIG: dict[str, Any] = {
     "idle_timeouts": [1.0],  # a "round" value a test can wait for
@@ -532,8 +533,10 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
     rec: Recording | None = None
     try:
         config = _write_config(tmp / "checks.json")
+        # Not the faults' short request timeout: nothing here is meant to time out, and under
+        # a loaded CI machine an SDK server once took 1.6 s to answer `initialize`.
         rec = start_recording(tmp / "clean.db", None, "--mode", "regular", "--request-timeout",
-                              REQUEST_TIMEOUT, "--check-config", str(config))
+                              CLEAN_REQUEST_TIMEOUT, "--check-config", str(config))
 
         async def sessions() -> list[dict[str, Any]]:
             assert rec is not None
