@@ -21,18 +21,19 @@ Idle CPU is not free, though. On the two-core machine the benchmarks run on, a `
 process doing nothing but spinning raised bare mitmdump's CPU per event from 23-25 to 33 us
 and its client's from 12-13 to 25 us (bench/stream_bench.py, the same minutes): work done in
 the gaps the traffic leaves still slows the traffic. So a worker that the traffic outruns
-while it yields (`FALLING_READS` reads in a row each found it at least `defer_after` behind,
-the last further behind than the first) does not nibble at the burst: it leaves its input
-unread until it is `defer_until` behind (three quarters of `--max-lag`), then competes to
-catch up. Measured against
-yielding alone (16 rounds each, runs alternating): c/b 0.95 instead of 0.79 (median; 10 of
-16 rounds at 0.9 or more instead of 4), the proxy's CPU per event 1.08x bare mitmdump's
-instead of 1.26x, the client's 13-19 us instead of 18-20, the worker's share of the burst
-0.02-0.31 cores instead of 0.08-0.36. A worker that was only starved for a moment finds itself
-less behind read after read as it catches up and never defers, so a light stream on a busy
-machine keeps the 200 ms crash bound; a deferral stays within the `--max-lag` one.
+while it yields does not nibble at the burst: it leaves its input unread until it is
+`defer_until` behind (three quarters of `--max-lag`), then competes to catch up. Outrun, at
+once: one read's facts took the main thread `OUTRUN_DEMAND` of a core for the wire time
+they span while more input waited; or, where rates say nothing, `FALLING_READS` reads in a
+row each found it at least `defer_after` behind, the last further behind than the first.
+Measured against yielding alone (bench/stream_bench.py, 16 rounds each, runs alternating):
+the worker's share of a burst 0.01-0.08 cores instead of 0.08-0.36, c/b 0.93 instead of
+0.79 (median), the proxy's CPU per event 1.08x bare mitmdump's instead of 1.26x, the
+client's 12-17 us instead of 18-20. A worker that was only starved for a moment on a light
+stream reads a slow rate and finds itself less behind read after read as it catches up, so
+it never defers and keeps the 200 ms crash bound; a deferral stays within `--max-lag`.
 
-`CpuPolicy` is the decision (pure: lags in, a mode change out); `set_cpu_mode` is the one OS
+`CpuPolicy` is the decision (pure: lags and rates in, a mode change out); `set_cpu_mode` is the one OS
 call that applies a mode to every thread of a process: recorder.worker to its own, and the
 proxy's link to the worker's when recording stops (draining then is bounded in time).
 """
@@ -59,6 +60,24 @@ CAUGHT_UP_BELOW: Final = 0.05
 # further than the one before": in a burst two reads in a row can find the same lag.)
 FALLING_READS: Final = 2
 DEFER_AFTER: Final = 0.1
+
+
+# Outrun at once: the facts of one read took the main thread at least this share of a core
+# for the wire time they span, and more input was waiting after them. The writer thread needs
+# about as much again, so the worker needs a core or more for this traffic: it cannot keep up
+# on idle CPU, and waiting for the lag to show it costs the burst 50-200 ms of nibbling.
+OUTRUN_DEMAND: Final = 0.5
+# Fewer facts than this in a read, or a shorter span, say nothing about the traffic's rate.
+DEMAND_MIN_FACTS: Final = 100
+
+
+def demand(cpu_seconds: float, facts: int, first_t: float, last_t: float) -> float:
+    """The share of a core that processing `facts` took, over the wire time they span (0
+    when a read is too small to say)."""
+    span = last_t - first_t
+    if facts < DEMAND_MIN_FACTS or span <= 0:
+        return 0.0
+    return cpu_seconds / span
 
 
 class Switch(NamedTuple):
@@ -100,9 +119,10 @@ class CpuPolicy:
         catch_up_after = max(max_lag / 2, 2 * CAUGHT_UP_BELOW)
         return cls(catch_up_after, defer_until=max_lag * 0.75)
 
-    def update(self, behind: float) -> Switch | None:
+    def update(self, behind: float, demand: float = 0.0) -> Switch | None:
         """`behind`: seconds between the proxy seeing the newest fact just read and now (0
-        when there was nothing to read). Returns the switch to make when the mode changes."""
+        when there was nothing to read); `demand`: what `demand()` said of this read while
+        more input waited (0 otherwise). Returns the switch to make when the mode changes."""
         recent = self._recent
         if behind >= self.defer_after:
             recent.append(behind)
@@ -110,7 +130,8 @@ class CpuPolicy:
             recent.clear()
         if self.mode == YIELD and behind >= self.catch_up_after:
             switch = Switch(COMPETE)
-        elif self.mode == YIELD and len(recent) == FALLING_READS and behind > recent[0]:
+        elif self.mode == YIELD and (demand >= OUTRUN_DEMAND or (
+                len(recent) == FALLING_READS and behind > recent[0])):
             # Outrun by the traffic: leave the burst alone until the catch-up point.
             switch = Switch(COMPETE, self.defer_until - behind)
             self.deferrals += 1

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import gc
 import os
 import select
 import signal
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import cast
 
 import recorder.json_paths as json_paths
 from recorder import gaps, otlp_push, wire
-from recorder.cpu_policy import COMPETE, YIELD, CpuPolicy, set_cpu_mode
+from recorder.cpu_policy import COMPETE, DEMAND_MIN_FACTS, YIELD, CpuPolicy, demand, set_cpu_mode
 from recorder.ingest import Ingest, Observer
 from recorder.live import observers_for
 from recorder.redact import RAW, REDACTED, Redactor, new_key, redaction_after
@@ -88,6 +90,14 @@ def cpu_policy(max_lag: float) -> CpuPolicy | None:
         return None
     set_cpu_mode(YIELD)
     return CpuPolicy.for_max_lag(max_lag)
+
+
+def _waiting(fd: int) -> bool:
+    """Whether more input waits on `fd` (a pipe): in a burst the proxy refills it at once."""
+    try:
+        return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4), "little") > 0
+    except OSError:
+        return False
 
 
 def defer(seconds: float, stopping: Callable[[], bool]) -> None:
@@ -188,20 +198,31 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
                 ready, _, _ = select.select([fd], [], [], TICK_SECONDS)
                 idle = not ready  # nothing arrived for a while: caught up
             newest: Fact | None = None
+            first: Fact | None = None
+            count, spent = 0, 0.0
             if ready:
                 data = os.read(fd, 1 << 20)
                 if not data:
                     break
+                started = time.thread_time()
                 for frame in reader.feed(data):
                     facts = decode_frame(frame)
                     for event in facts:
                         ingest.feed(event)
                     if facts:
+                        if first is None:
+                            first = facts[0]
                         newest = facts[-1]
+                        count += len(facts)
+                spent = time.thread_time() - started
             now = time.time()
             switch = None
             if cpu is not None and (idle or newest is not None):
-                switch = cpu.update(0.0 if newest is None else now - wire.fact_time(newest))
+                load = 0.0  # (small reads skip the FIONREAD call: they cannot say)
+                if first is not None and newest is not None and count >= DEMAND_MIN_FACTS \
+                        and _waiting(fd):
+                    load = demand(spent, count, wire.fact_time(first), wire.fact_time(newest))
+                switch = cpu.update(0.0 if newest is None else now - wire.fact_time(newest), load)
                 if switch is not None and not switch.after:
                     set_cpu_mode(switch.mode)
             writer.submit()  # what this read produced goes to the writer thread now

@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from recorder.cpu_policy import COMPETE, FALLING_READS, YIELD, CpuPolicy, Switch, set_cpu_mode
+from recorder.cpu_policy import (
+    COMPETE,
+    FALLING_READS,
+    OUTRUN_DEMAND,
+    YIELD,
+    CpuPolicy,
+    Switch,
+    demand,
+    set_cpu_mode,
+)
 from tests.conftest import ROOT, start_recording, wait_for
 from tests.recorder.pressure import SseProducer, StreamClient, wait_worker
 
@@ -51,6 +60,27 @@ def test_outrun_by_the_traffic_it_leaves_the_burst_alone_until_the_catch_up_poin
     # As measured in a burst: two reads in a row may find the same lag.
     assert [policy.update(lag) for lag in (0.003, 0.176)] == [None, None]
     assert policy.update(0.194) == Switch(COMPETE, pytest.approx(1.306))
+
+
+def test_a_read_that_needed_a_core_for_its_wire_time_defers_at_once():
+    # 200 events that arrived within 6 ms took the main thread 5 ms: with the writer's share
+    # the worker needs well over a core for this traffic, lagging or not yet.
+    assert demand(0.005, 200, 10.000, 10.006) == pytest.approx(5 / 6)
+    policy = CpuPolicy.for_max_lag(2.0)
+    switch = policy.update(0.01, demand(0.005, 200, 10.000, 10.006))
+    assert switch == Switch(COMPETE, pytest.approx(1.49))
+    assert policy.deferrals == 1
+
+
+@pytest.mark.parametrize(("cpu", "facts", "first", "last"), [
+    (0.005, 200, 10.0, 10.2),  # a light stream read after a stall: 2.5 % of a core
+    (0.005, 20, 10.0, 10.0001),  # too few facts to say anything about a rate
+    (0.005, 500, 10.0, 10.0),  # no span (one timestamp): no rate either
+])
+def test_reads_that_do_not_show_an_outrunning_rate_do_not_defer(cpu, facts, first, last):
+    policy = CpuPolicy.for_max_lag(2.0)
+    assert demand(cpu, facts, first, last) < OUTRUN_DEMAND
+    assert policy.update(0.01, demand(cpu, facts, first, last)) is None
 
 
 @pytest.mark.parametrize("lags", [
@@ -181,9 +211,9 @@ _DEFER = textwrap.dedent("""
     seen = {"updates": [], "switched": []}
     update, real = policy.update, worker.set_cpu_mode
 
-    def recorded_update(behind):
-        switch = update(behind)
-        seen["updates"].append((time.monotonic(), behind, switch))
+    def recorded_update(behind, load=0.0):
+        switch = update(behind, load)
+        seen["updates"].append((time.monotonic(), behind, switch, load))
         return switch
 
     def recorded_set_cpu_mode(mode):
@@ -207,6 +237,13 @@ _DEFER = textwrap.dedent("""
                [("accept", "text/event-stream")], None, "127.0.0.1:5", 0),
               (wire.RESPONSE_HEADERS, "f1", now, 200, "OK",
                [("content-type", "text/event-stream")], True)])
+        if sys.argv[3] == "rate":
+            # A burst at full speed: frames of events that arrived within a millisecond,
+            # written faster than the worker reads (the pipe stays full behind each read).
+            while not policy.deferrals:
+                t = time.time()
+                os.write(write_end, wire.encode_frame(
+                    [(wire.CHUNK, "f1", t + i * 1e-6, b"data: {}\\n\\n") for i in range(300)]))
         # A burst the worker falls behind: every frame carries chunks the proxy saw 0.15 s
         # before the first, so each read finds the worker further behind than the last.
         seen_at = time.time() - 0.15
@@ -232,9 +269,9 @@ _DEFER = textwrap.dedent("""
 """)
 
 
-def _deferring_worker(db: Path, catch_up_after: float, stop: bool) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", _DEFER, str(db), str(catch_up_after),
-                           "stop" if stop else "run"], cwd=ROOT, capture_output=True,
+def _deferring_worker(db: Path, catch_up_after: float, how: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", _DEFER, str(db), str(catch_up_after), how],
+                          cwd=ROOT, capture_output=True,
                           text=True, timeout=90)
     assert done.returncode == 0, done.stderr
     seen: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -244,8 +281,8 @@ def _deferring_worker(db: Path, catch_up_after: float, stop: bool) -> dict[str, 
 
 @linux_idle
 def test_an_outrun_worker_leaves_its_input_unread_then_competes(tmp_path: Path):
-    seen = _deferring_worker(tmp_path / "defer.db", 3.0, stop=False)
-    deferrals = [(at, behind, switch) for at, behind, switch in seen["updates"]
+    seen = _deferring_worker(tmp_path / "defer.db", 3.0, "lag")
+    deferrals = [(at, behind, switch) for at, behind, switch, _ in seen["updates"]
                  if switch and switch[1]]
     assert len(deferrals) == 1, seen["updates"]
     deferred_at, behind, (mode, after) = deferrals[0]
@@ -259,10 +296,22 @@ def test_an_outrun_worker_leaves_its_input_unread_then_competes(tmp_path: Path):
 
 
 @linux_idle
+def test_a_full_speed_burst_is_left_alone_before_the_worker_lags(tmp_path: Path):
+    seen = _deferring_worker(tmp_path / "rate.db", 3.0, "rate")
+    deferrals = [(behind, switch, load) for _, behind, switch, load in seen["updates"]
+                 if switch and switch[1]]
+    assert len(deferrals) == 1, seen["updates"]
+    behind, (mode, after), load = deferrals[0]
+    # Told by the rate, not by the lag: the worker was not yet 100 ms behind.
+    assert load >= OUTRUN_DEMAND and behind < 0.1
+    assert mode == COMPETE and after == pytest.approx(3.0 - behind)
+
+
+@linux_idle
 def test_a_deferral_ends_at_once_when_the_link_switches_the_worker_to_compete(tmp_path: Path):
     # Stopping is bounded in time: the link switches the worker to compete before it closes
     # the worker's input, and a worker deferring for a minute notices within a tick.
-    seen = _deferring_worker(tmp_path / "stop.db", 60.0, stop=True)
+    seen = _deferring_worker(tmp_path / "stop.db", 60.0, "stop")
     assert seen["returned"] - seen["link_switched"] < 5
     assert seen["returned"] - seen["burst_done"] < 10
 
