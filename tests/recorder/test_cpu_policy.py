@@ -279,14 +279,21 @@ def _deferring_worker(db: Path, catch_up_after: float, how: str) -> dict[str, An
     return seen
 
 
+def _the_deferral(seen: dict[str, Any], until: float) -> tuple[float, float, float, float]:
+    """The one deferral the worker made: when, how far behind, for how long, at what load;
+    a switch to compete after as long as it takes to be `until` behind."""
+    deferrals = [(at, behind, switch, load) for at, behind, switch, load in seen["updates"]
+                 if switch and switch[1]]
+    assert len(deferrals) == 1, seen["updates"]
+    at, behind, (mode, after), load = deferrals[0]
+    assert mode == COMPETE and after == pytest.approx(until - behind)
+    return at, behind, after, load
+
+
 @linux_idle
 def test_an_outrun_worker_leaves_its_input_unread_then_competes(tmp_path: Path):
     seen = _deferring_worker(tmp_path / "defer.db", 3.0, "lag")
-    deferrals = [(at, behind, switch) for at, behind, switch, _ in seen["updates"]
-                 if switch and switch[1]]
-    assert len(deferrals) == 1, seen["updates"]
-    deferred_at, behind, (mode, after) = deferrals[0]
-    assert mode == COMPETE and after == pytest.approx(3.0 - behind)
+    deferred_at, behind, after, _ = _the_deferral(seen, 3.0)
     # Nothing read meanwhile: the next read comes only after the deferral, and competing.
     later = [at for at, *_ in seen["updates"] if at > deferred_at]
     competed_at = next(at for at, mode in seen["switched"] if mode == COMPETE)
@@ -298,13 +305,9 @@ def test_an_outrun_worker_leaves_its_input_unread_then_competes(tmp_path: Path):
 @linux_idle
 def test_a_full_speed_burst_is_left_alone_before_the_worker_lags(tmp_path: Path):
     seen = _deferring_worker(tmp_path / "rate.db", 3.0, "rate")
-    deferrals = [(behind, switch, load) for _, behind, switch, load in seen["updates"]
-                 if switch and switch[1]]
-    assert len(deferrals) == 1, seen["updates"]
-    behind, (mode, after), load = deferrals[0]
+    _, behind, _, load = _the_deferral(seen, 3.0)
     # Told by the rate, not by the lag: the worker was not yet 100 ms behind.
     assert load >= OUTRUN_DEMAND and behind < 0.1
-    assert mode == COMPETE and after == pytest.approx(3.0 - behind)
 
 
 @linux_idle
