@@ -84,11 +84,11 @@ class GcSchedule:
 def cpu_policy(max_lag: float) -> CpuPolicy | None:
     """The policy, if this process can both yield and compete again (probed on the calling
     thread: a system that lets a process lower its priority but not restore it must not leave
-    the recorder starved for good); None: it stays at its nice value."""
+    the recorder starved for good); None: it stays at its nice value. The process competes
+    until `run` has opened the capture."""
     if not (set_cpu_mode(YIELD) and set_cpu_mode(COMPETE)):
         set_cpu_mode(COMPETE)
         return None
-    set_cpu_mode(YIELD)
     return CpuPolicy.for_max_lag(max_lag)
 
 
@@ -186,6 +186,11 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
     last_tick = 0.0
     collector = GcSchedule()
     collector.start()
+    if cpu is not None:
+        # Only now: opening the capture (its schema, a crashed one's recovery) is short and
+        # must not wait for idle CPU. At SCHED_IDLE from the start, a worker once had not
+        # created the schema by the end of a 300 MB upload that saturated the machine.
+        set_cpu_mode(cpu.mode)
     try:
         while not stopping:
             if writer.backlog() > MAX_BACKLOG_OPS:

@@ -332,8 +332,15 @@ def test_a_300_mb_body_is_forwarded_whole_in_bounded_memory(tmp_path):
                 reply += data
         assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
         assert server.received == size
-        wait_for(lambda: query(db, "SELECT count(*) FROM exchanges WHERE request_size IS NOT "
-                               "NULL") == [(1,)], timeout=60)
+
+        def stored() -> bool:
+            try:
+                return query(db, "SELECT count(*) FROM exchanges WHERE request_size IS NOT "
+                             "NULL") == [(1,)]
+            except sqlite3.OperationalError:  # the worker has not created the capture yet
+                return False
+
+        wait_for(stored, timeout=60)
         code = rec.stop(signal.SIGINT)
         peaks = proxy.stop(), worker.stop()
     finally:
