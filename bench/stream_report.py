@@ -99,8 +99,8 @@ def summarise(cfg: Config, runs: list[ModeRun], long_runs: list[LongRun],
     # The same mitmdump against itself: each round's b over the median of b's rounds. A
     # round's c/b divides two such measurements, so it is no more precise than this spread.
     b_eps = [r.eps for r in by_mode["mitmdump"]]
-    ratios["b/b"] = {"median": 1.0,
-                     "rounds": [round(x / median(b_eps), 3) for x in b_eps] if b_eps else []}
+    b_b = [round(x / median(b_eps), 3) for x in b_eps] if b_eps else []
+    ratios["b/b"] = {"median": round(median(b_b), 3) if b_b else None, "rounds": b_b}
     # Proxy CPU per event, c over b: the recorder's cost inside the proxy process (tap, sender
     # thread). Contention moves it too (a starved proxy finds more bytes per read, and spends
     # less per event), so it is a rough guide, not a constant.
@@ -219,8 +219,7 @@ def print_table(summary: dict[str, Any]) -> None:
     print()
     print("ratios (median of per-round ratios): "
           + "  ".join(f"{k} {v['median']:.3f} ({' '.join(f'{x:.2f}' for x in v['rounds'])})"
-                      for k, v in r.items() if k in ("b/a", "c/a", "c/b"))
-          )
+                      for k, v in r.items() if k in ("b/a", "c/a", "c/b")))
     q = r["c/b quiet"]
     print(f"c/b over quiet rounds only (others' CPU <= {QUIET_OTHERS_PCT:.0f}% during b and c): "
           + (f"{q['median']:.3f} ({' '.join(f'{x:.2f}' for x in q['rounds'])})" if q["rounds"]

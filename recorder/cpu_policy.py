@@ -33,9 +33,10 @@ client's 12-17 us instead of 18-20. A worker that was only starved for a moment 
 stream reads a slow rate and finds itself less behind read after read as it catches up, so
 it never defers and keeps the 200 ms crash bound; a deferral stays within `--max-lag`.
 
-`CpuPolicy` is the decision (pure: lags and rates in, a mode change out); `set_cpu_mode` is the one OS
-call that applies a mode to every thread of a process: recorder.worker to its own, and the
-proxy's link to the worker's when recording stops (draining then is bounded in time).
+`CpuPolicy` is the decision (pure: lags and rates in, a mode change out); `set_cpu_mode` is
+the one OS call that applies a mode to every thread of a process: recorder.worker to its
+own, and the proxy's link to the worker's when recording stops (draining then is bounded in
+time).
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ COMPETE: Final[Mode] = "compete"
 CAUGHT_UP_BELOW: Final = 0.05
 # Falling behind: this many reads in a row, each at least DEFER_AFTER behind, the last further
 # behind than the first. Two: at SCHED_IDLE in a burst a read comes only every 50-200 ms, and
-# each one waited for is the traffic's CPU nibbled at. A worker that keeps up reads within ~10-20 ms of the wire (the proxy
-# ships every 10 ms); one that was starved for a moment finds itself less behind read after
-# read as it catches up. Only a worker the traffic outruns falls further behind. (Not "each
-# further than the one before": in a burst two reads in a row can find the same lag.)
+# each one waited for is the traffic's CPU nibbled at. A worker that keeps up reads within
+# ~10-20 ms of the wire (the proxy ships every 10 ms); one that was starved for a moment
+# finds itself less behind read after read as it catches up. Only a worker the traffic
+# outruns falls further behind. (Not "each further than the one before": in a burst two
+# reads in a row can find the same lag.)
 FALLING_READS: Final = 2
 DEFER_AFTER: Final = 0.1
 

@@ -30,7 +30,7 @@ from typing import cast
 
 import recorder.json_paths as json_paths
 from recorder import gaps, otlp_push, wire
-from recorder.cpu_policy import COMPETE, DEMAND_MIN_FACTS, YIELD, CpuPolicy, demand, set_cpu_mode
+from recorder.cpu_policy import COMPETE, YIELD, CpuPolicy, demand, set_cpu_mode
 from recorder.ingest import Ingest, Observer
 from recorder.live import observers_for
 from recorder.redact import RAW, REDACTED, Redactor, new_key, redaction_after
@@ -92,7 +92,7 @@ def cpu_policy(max_lag: float) -> CpuPolicy | None:
     return CpuPolicy.for_max_lag(max_lag)
 
 
-def _waiting(fd: int) -> bool:
+def waiting(fd: int) -> bool:
     """Whether more input waits on `fd` (a pipe): in a burst the proxy refills it at once."""
     try:
         return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4), "little") > 0
@@ -223,10 +223,10 @@ def run(db: Path, *, raw: bool, observers_factory: Callable[[StoreWriter], list[
             now = time.time()
             switch = None
             if cpu is not None and (idle or newest is not None):
-                load = 0.0  # (small reads skip the FIONREAD call: they cannot say)
-                if first is not None and newest is not None and count >= DEMAND_MIN_FACTS \
-                        and _waiting(fd):
-                    load = demand(spent, count, wire.fact_time(first), wire.fact_time(newest))
+                load = 0.0 if first is None or newest is None else demand(
+                    spent, count, wire.fact_time(first), wire.fact_time(newest))
+                if load and not waiting(fd):
+                    load = 0.0  # nothing more came: a batch, not a rate the worker trails
                 switch = cpu.update(0.0 if newest is None else now - wire.fact_time(newest), load)
                 if switch is not None and not switch.after:
                     set_cpu_mode(switch.mode)

@@ -202,7 +202,7 @@ def test_the_worker_loop_switches_every_thread_and_competes_while_stopping(tmp_p
 
 
 _DEFER = textwrap.dedent("""
-    import fcntl, json, os, sys, termios, threading, time
+    import json, os, sys, threading, time
     from pathlib import Path
     from recorder import cpu_policy, wire, worker
     from recorder.cpu_policy import COMPETE, CpuPolicy
@@ -225,12 +225,9 @@ _DEFER = textwrap.dedent("""
     policy.update, worker.set_cpu_mode = recorded_update, recorded_set_cpu_mode
     read_end, write_end = os.pipe()
 
-    def unread():
-        return int.from_bytes(fcntl.ioctl(read_end, termios.FIONREAD, b"\\0" * 4), "little")
-
     def send(facts):
         os.write(write_end, wire.encode_frame(facts))
-        while unread():  # one read per frame: the worker took this one before the next
+        while worker.waiting(read_end):  # one read per frame: taken before the next one
             time.sleep(0.005)
 
     def feed():
@@ -258,7 +255,7 @@ _DEFER = textwrap.dedent("""
             time.sleep(0.2)
             seen["link_switched"] = time.monotonic()
             cpu_policy.set_cpu_mode(COMPETE, os.getpid())  # what the link does at close()
-        while unread():
+        while worker.waiting(read_end):
             time.sleep(0.005)
         os.write(write_end, wire.encode_frame([(wire.END, "f1", time.time(), None)]))
         os.close(write_end)
